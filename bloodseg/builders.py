@@ -1,0 +1,172 @@
+"""Turning a composed config into the Lightning objects of a run: trainer, callbacks, loggers, module."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_method, instantiate
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichModelSummary,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig, OmegaConf
+
+from bloodseg.errors import BloodsegError
+from bloodseg.models.registry import build_model
+from bloodseg.module import CHECKPOINT_KEY, SegmentationModule
+
+log = logging.getLogger(__name__)
+
+
+def uses_cuda(trainer_cfg: DictConfig) -> bool:
+    """Whether the trainer will run on CUDA devices."""
+    return trainer_cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """``auto`` precision: bf16-mixed on CUDA devices that support it, else 32-true."""
+    if trainer_cfg.precision != "auto":
+        return str(trainer_cfg.precision)
+    if uses_cuda(trainer_cfg) and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[Callback]:
+    """Checkpointing (checkpoints/last.ckpt), progress bar, model summary, lr monitor, early stopping."""
+    c = cfg.callbacks
+    callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_last=c.checkpoint.save_last,
+            save_top_k=c.checkpoint.save_top_k,
+            monitor=c.checkpoint.monitor,
+            mode=c.checkpoint.mode,
+            every_n_epochs=c.checkpoint.every_n_epochs,
+        )
+    ]
+    if c.progress_bar == "rich":
+        callbacks += [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]
+    elif c.progress_bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    elif c.progress_bar != "none":
+        raise BloodsegError(f"callbacks.progress_bar={c.progress_bar} is unknown; use rich, tqdm or none")
+    if c.lr_monitor and with_loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if c.early_stopping is not None:
+        e = c.early_stopping
+        callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience))
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """The CSV logger (run_dir/csv/metrics.csv) and, when configured, W&B."""
+    loggers: list[Logger] = []
+    if cfg.logger.csv is not None:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name=cfg.logger.csv.name, version=""))
+    if cfg.logger.wandb is not None:
+        from bloodseg.tracking import build_wandb_logger
+
+        wandb_logger = build_wandb_logger(cfg, run_dir)
+        if wandb_logger is not None:
+            loggers.append(wandb_logger)
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger] | None = None,
+                  callbacks: list[Callback] | None = None, **overrides):
+    """The Lightning Trainer of cfg.trainer (auto precision/benchmark resolved), with overrides applied."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.update({k: v for k, v in overrides.items() if v is not None})
+    kwargs["precision"] = resolve_precision(cfg.trainer)
+    if kwargs["benchmark"] is None:
+        kwargs["benchmark"] = uses_cuda(cfg.trainer)
+    if loggers is None:
+        loggers = build_loggers(cfg, run_dir)
+    if callbacks is None:
+        callbacks = build_callbacks(cfg, run_dir, with_loggers=bool(loggers))
+    if cfg.callbacks.progress_bar == "none":
+        kwargs["enable_progress_bar"] = False
+    return instantiate(kwargs, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks, _convert_="all")
+
+
+def channels_last_for(cfg: DictConfig) -> bool:
+    """model.channels_last, or (when null) on for CUDA runs only."""
+    if cfg.model.channels_last is None:
+        return uses_cuda(cfg.trainer)
+    return bool(cfg.model.channels_last)
+
+
+def _partial(node: DictConfig) -> partial | None:
+    """A factory (functools.partial) from an optimizer/scheduler config with _target_, or None."""
+    if node is None or node.get("_target_") is None:
+        return None
+    arguments = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if not k.startswith("_")}
+    return partial(get_method(node._target_), **arguments)
+
+
+def run_metadata(cfg: DictConfig, datamodule, class_weights: torch.Tensor, init_source: str) -> dict[str, Any]:
+    """What a checkpoint must carry to rebuild and describe the model without its run directory."""
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "class_names": list(datamodule.table.names),
+        "class_colors": [list(c) for c in datamodule.table.overlay_colors()],
+        "image_size": list(datamodule.image_size),
+        "mean": list(cfg.data.mean),
+        "std": list(cfg.data.std),
+        "class_weights": [float(w) for w in class_weights],
+        "init_source": init_source,
+        "split": datamodule.split,
+    }
+
+
+def build_module(cfg: DictConfig, datamodule, class_weights: torch.Tensor) -> SegmentationModule:
+    """The network of cfg.model wrapped in the training module for the datamodule's classes."""
+    net = build_model(cfg.model, datamodule.num_classes)
+    meta = run_metadata(cfg, datamodule, class_weights, getattr(net, "init_source", "random"))
+    return SegmentationModule(
+        net,
+        class_weights=class_weights,
+        meta=meta,
+        optimizer=_partial(cfg.optimizer),
+        scheduler=_partial(cfg.scheduler),
+        label_smoothing=cfg.loss.label_smoothing,
+        channels_last=channels_last_for(cfg),
+        compile=bool(cfg.model.compile),
+    )
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The bloodseg metadata stored in a checkpoint, with a clear error if the file is not one."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BloodsegError(f"ckpt_path={path} does not exist; fix: point it at a run's checkpoints/last.ckpt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001
+        raise BloodsegError(f"ckpt_path={path} cannot be read as a checkpoint ({error})") from None
+    if CHECKPOINT_KEY not in checkpoint:
+        raise BloodsegError(f"ckpt_path={path} is not a bloodseg checkpoint (no '{CHECKPOINT_KEY}' entry)")
+    return checkpoint[CHECKPOINT_KEY]
+
+
+def check_checkpoint_classes(meta: dict[str, Any], class_names: list[str], path) -> None:
+    """Fail clearly when a checkpoint was trained for other classes than the data config's."""
+    if list(meta["class_names"]) != list(class_names):
+        raise BloodsegError(
+            f"checkpoint {path} was trained for {len(meta['class_names'])} classes {meta['class_names']} but "
+            f"data.classes has {len(class_names)}: {list(class_names)}; fix: use the data config it was trained with"
+        )
+

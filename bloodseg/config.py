@@ -1,0 +1,269 @@
+"""Typed schemas for every Hydra config group, registered in Hydra's ConfigStore.
+
+Each YAML file under ``conf/`` is merged onto one of these dataclasses, so a misspelt
+key or a value of the wrong type fails when the config is composed, naming the key
+(for example ``Key 'lrr' not in 'SGDConfig'``), before any data is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+class DataSource(Enum):
+    synthetic = "synthetic"
+    folder = "folder"
+    cellavision = "cellavision"
+
+
+class ClassWeighting(Enum):
+    none = "none"
+    inverse_frequency = "inverse_frequency"
+    median_frequency = "median_frequency"
+    enet_log = "enet_log"
+
+
+@dataclass
+class ClassSpec:
+    """One class of the label table: its name, overlay colour and label encodings."""
+
+    name: str = MISSING
+    color: list[int] | None = None  # RGB; how colour label images encode the class
+    value: int | None = None  # grey level; how single-channel label images encode it
+
+
+@dataclass
+class SyntheticConfig:
+    num_images: int = 42
+    seed: int = 0
+    min_size: list[int] = field(default_factory=lambda: [300, 400])
+    max_size: list[int] = field(default_factory=lambda: [480, 640])
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    root: str | None = None
+    classes: list[ClassSpec] = MISSING
+    image_size: list[int] = field(default_factory=lambda: [360, 480])
+    test_fraction: float = 0.3
+    val_fraction: float = 0.0
+    split_seed: int = 42
+    augment_copies: int = 4
+    max_translation: int = 10
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    batch_size: int = 4
+    eval_batch_size: int = 8
+    num_workers: int = 2
+    max_images: int | None = None
+    allow_unpaired: bool = False
+    split_file: str | None = None
+    cache_dir: str | None = None
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    compile: bool = False
+    channels_last: bool | None = None
+
+
+@dataclass
+class SegNetConfig(ModelConfig):
+    _target_: str = "bloodseg.models.segnet.SegNet"
+    name: str = "segnet_vgg16"
+    pretrained: Any = "auto"
+
+
+@dataclass
+class LossConfig:
+    class_weighting: ClassWeighting = ClassWeighting.median_frequency
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    _target_: str = "torch.optim.Adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 1e-2
+
+
+@dataclass
+class SchedulerConfig:
+    _target_: str | None = None
+    _partial_: bool = True
+
+
+@dataclass
+class StepLRConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.StepLR"
+    step_size: int = 30
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    T_max: int = MISSING
+    eta_min: float = 0.0
+
+
+@dataclass
+class PolyConfig(SchedulerConfig):
+    _target_: str | None = "torch.optim.lr_scheduler.PolynomialLR"
+    total_iters: int = MISSING
+    power: float = 0.9
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: str = "auto"
+    max_epochs: int = 100
+    min_epochs: int | None = None
+    max_steps: int = -1
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    check_val_every_n_epoch: int = 1
+    num_sanity_val_steps: int = 0
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    deterministic: Any = False
+    benchmark: bool | None = None
+    sync_batchnorm: bool = False
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    use_distributed_sampler: bool = False
+
+
+@dataclass
+class CSVLoggerConfig:
+    name: str = "csv"
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "bloodseg"
+    entity: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    tags: list[str] = field(default_factory=list)
+    name: str | None = None
+    mode: str = "auto"
+    log_model: bool = False
+    log_images_every_n_epochs: int = 10
+    num_images: int = 4
+
+
+@dataclass
+class LoggerConfig:
+    csv: CSVLoggerConfig | None = field(default_factory=CSVLoggerConfig)
+    wandb: WandbLoggerConfig | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    save_last: bool = True
+    save_top_k: int = 0
+    monitor: str | None = None
+    mode: str = "max"
+    every_n_epochs: int = 1
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "val/mean_iou"
+    mode: str = "max"
+    patience: int = 20
+
+
+@dataclass
+class CallbacksConfig:
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    progress_bar: str = "rich"
+    lr_monitor: bool = True
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+@dataclass
+class EvaluationConfig:
+    bf_tolerance: float = 0.0075
+    num_overlays: int = 2
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    seed: int = 42
+    ckpt_path: str | None = None
+    test_after_fit: bool = True
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    loss: LossConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore under the names the YAML files extend."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="model", name="segnet_schema", node=SegNetConfig)
+    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
+    cs.store(group="optimizer", name="adam_schema", node=AdamConfig)
+    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
+    cs.store(group="scheduler", name="none_schema", node=SchedulerConfig)
+    cs.store(group="scheduler", name="step_schema", node=StepLRConfig)
+    cs.store(group="scheduler", name="cosine_schema", node=CosineConfig)
+    cs.store(group="scheduler", name="poly_schema", node=PolyConfig)
+
+
+register_configs()

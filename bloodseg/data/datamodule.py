@@ -1,0 +1,129 @@
+"""The LightningDataModule: one dataset source, a seeded split, the fivefold training set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from bloodseg.data.datasets import EpochShuffle, EvalSet, EvenShardBatchSampler, FivefoldTrainSet
+from bloodseg.data.labels import ClassTable
+from bloodseg.data.loading import LoadedImages, describe_stray, load_images
+from bloodseg.data.sources import resolve_pairs
+from bloodseg.data.split import SPLITS, make_split, read_split, write_split
+from bloodseg.errors import BloodsegError
+
+log = logging.getLogger(__name__)
+
+
+class BloodSmearDataModule(L.LightningDataModule):
+    """Loads the configured source once (all splits as uint8 tensors) and serves the loaders."""
+
+    def __init__(self, data_cfg, seed: int = 42):
+        super().__init__()
+        self.cfg = data_cfg
+        self.seed = int(seed)
+        self.table = ClassTable.from_config(data_cfg.classes)
+        size = list(data_cfg.image_size)
+        if len(size) != 2 or min(size) < 32:
+            raise BloodsegError(f"data.image_size={size} must be [H, W] with both >= 32 (five 2x poolings)")
+        self.image_size = [int(s) for s in size]
+        self.split: dict[str, list[str]] | None = None
+        self.splits: dict[str, LoadedImages] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.table.num_classes
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set if needed (once, on the main process)."""
+        resolve_pairs(self.cfg)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Find the files, draw (or read) the split and decode every split once."""
+        if self.splits:
+            return
+        pairs = resolve_pairs(self.cfg)
+        ids = [p.id for p in pairs]
+        if self.cfg.split_file:
+            self.split = read_split(Path(self.cfg.split_file), ids)
+        else:
+            self.split = make_split(ids, self.cfg.test_fraction, self.cfg.val_fraction, self.cfg.split_seed)
+        by_id = {p.id: p for p in pairs}
+        for name in SPLITS:
+            self.splits[name] = load_images([by_id[i] for i in self.split[name]], self.table, self.image_size)
+        stray = {k: v for loaded in self.splits.values() for k, v in loaded.stray.items()}
+        warning = describe_stray(stray)
+        if warning:
+            log.warning("data: %s", warning)
+        log.info(
+            "data: %s, %d train / %d val / %d test images at %dx%d, %d classes (%s)",
+            getattr(self.cfg.source, "value", self.cfg.source), *(len(self.split[s]) for s in SPLITS),
+            *self.image_size, self.num_classes, ", ".join(self.table.names),
+        )
+
+    def label_report(self) -> dict:
+        """Stray and transparent label pixels found while loading, per file."""
+        stray = {k: v for loaded in self.splits.values() for k, v in loaded.stray.items()}
+        return {
+            "stray_pixels_total": sum(v["pixels"] for v in stray.values()),
+            "stray_files": stray,
+            "unlabelled_pixels_total": sum(s.unlabelled_pixels for s in self.splits.values()),
+            "image_conversions": {k: v for s in self.splits.values() for k, v in s.conversions.items()},
+        }
+
+    def write_split(self, path: Path) -> None:
+        """Write split.json (ids per split and how they were drawn)."""
+        write_split(path, self.split, seed=int(self.cfg.split_seed), test_fraction=float(self.cfg.test_fraction),
+                    val_fraction=float(self.cfg.val_fraction), split_file=self.cfg.split_file)
+
+    def write_label_report(self, path: Path) -> None:
+        """Write data_report.json (stray label values per file)."""
+        path.write_text(json.dumps(self.label_report(), indent=2) + "\n")
+
+    def class_pixel_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per class: labelled pixels, and labelled pixels of the training images that contain the class."""
+        masks = self.splits["train"].masks
+        k = self.num_classes
+        pixel_count = torch.zeros(k, dtype=torch.float64)
+        image_pixel_count = torch.zeros(k, dtype=torch.float64)
+        for mask in masks:
+            counts = torch.bincount(mask[mask != 255].long().flatten(), minlength=k)[:k].double()
+            pixel_count += counts
+            image_pixel_count += (counts > 0).double() * counts.sum()
+        return pixel_count, image_pixel_count
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, train: bool) -> DataLoader:
+        rank, world_size = self._rank()
+        sampler = EpochShuffle(len(dataset), self.seed, shuffle)
+        batches = EvenShardBatchSampler(sampler, batch_size, rank, world_size, require_every_rank=train)
+        workers = int(self.cfg.num_workers)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits["train"]
+        dataset = FivefoldTrainSet(train.images, train.masks, int(self.cfg.augment_copies), int(self.cfg.max_translation),
+                                   bool(self.cfg.horizontal_flip), bool(self.cfg.vertical_flip), self.seed)
+        return self._loader(dataset, int(self.cfg.batch_size), shuffle=True, train=True)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """An unshuffled loader over the val or test split."""
+        loaded = self.splits[split]
+        return self._loader(EvalSet(loaded.images, loaded.masks), int(self.cfg.eval_batch_size), shuffle=False, train=False)
+
+    def val_dataloader(self):
+        return self.eval_dataloader("val") if self.split and self.split["val"] else []
+
+    def test_dataloader(self) -> DataLoader:
+        if not self.split["test"]:
+            raise BloodsegError("the test split is empty (data.test_fraction=0); nothing to evaluate")
+        return self.eval_dataloader("test")

@@ -1,0 +1,129 @@
+"""In-memory datasets (uint8 tensors decoded once) and the samplers that shard them across devices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
+
+from bloodseg.data.transforms import random_flip_shift
+from bloodseg.errors import BloodsegError
+
+
+def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, sample index): runs and resumed runs draw the same."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
+
+
+class EvalSet(Dataset):
+    """Images and masks of one split, unchanged; items are dicts with image, mask and index."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
+        self.images, self.masks = images, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        index = key[0] if isinstance(key, tuple) else int(key)
+        return {"image": self.images[index], "mask": self.masks[index], "index": torch.tensor(index)}
+
+
+class FivefoldTrainSet(Dataset):
+    """Each training image once unchanged and `copies` times augmented per epoch (paper: 29 -> 145).
+
+    Sample ``i`` is copy ``i % (copies + 1)`` of image ``i // (copies + 1)``; copy 0 is the original.
+    Keys are ``(i, epoch)`` pairs from :class:`EpochShuffle`, so augmentation depends only on the seed,
+    the epoch and ``i``: the same in every worker, on every rank and after resuming.
+    """
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor, copies: int, max_translation: int,
+                 hflip: bool, vflip: bool, seed: int):
+        if copies < 0 or max_translation < 0:
+            raise BloodsegError("data.augment_copies and data.max_translation must be >= 0")
+        self.images, self.masks = images, masks
+        self.copies, self.max_translation, self.hflip, self.vflip, self.seed = copies, max_translation, hflip, vflip, seed
+
+    def __len__(self) -> int:
+        return len(self.images) * (self.copies + 1)
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        index, epoch = key if isinstance(key, tuple) else (int(key), 0)
+        base, copy = divmod(index, self.copies + 1)
+        image, mask = self.images[base], self.masks[base]
+        if copy:
+            augment = random_flip_shift(augmentation_generator(self.seed, epoch, index), self.max_translation,
+                                        self.hflip, self.vflip)
+            image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        return {"image": image, "mask": mask, "index": torch.tensor(base)}
+
+
+class EpochShuffle(Sampler):
+    """Sample keys ``(index, epoch)``: a seeded permutation per epoch (or plain order), set by set_epoch."""
+
+    def __init__(self, num_samples: int, seed: int, shuffle: bool):
+        self.num_samples, self.seed, self.shuffle, self.epoch = num_samples, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = int(epoch)
+
+    def order(self) -> list[int]:
+        """This epoch's sample order."""
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self.order()])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def shard_batches(order: list, batch_size: int, rank: int, world_size: int) -> list[list]:
+    """Split one epoch's order into this rank's batches.
+
+    Consecutive global batches of batch_size * world_size are split as evenly as possible across
+    ranks; a last global batch too small to give every rank a sample joins the one before. So
+    every sample is used exactly once per epoch and (when there are at least world_size samples)
+    every rank gets the same number of batches, which DDP's gradient sync needs.
+    """
+    step = batch_size * world_size
+    chunks = [order[i : i + step] for i in range(0, len(order), step)]
+    if len(chunks) > 1 and len(chunks[-1]) < world_size:
+        chunks[-2] = chunks[-2] + chunks.pop()
+    batches = []
+    for chunk in chunks:
+        bounds = np.linspace(0, len(chunk), world_size + 1).round().astype(int)
+        mine = chunk[bounds[rank] : bounds[rank + 1]]
+        if mine:
+            batches.append(mine)
+    return batches
+
+
+class EvenShardBatchSampler(Sampler):
+    """Batches for one rank from an :class:`EpochShuffle` (exposed as ``.sampler`` for set_epoch)."""
+
+    def __init__(self, sampler: EpochShuffle, batch_size: int, rank: int = 0, world_size: int = 1,
+                 require_every_rank: bool = False):
+        if batch_size < 1:
+            raise BloodsegError(f"batch size must be >= 1, got {batch_size}")
+        if require_every_rank and sampler.num_samples < world_size:
+            raise BloodsegError(
+                f"{sampler.num_samples} training samples cannot be shared by {world_size} devices; "
+                "fix: use fewer devices or more images"
+            )
+        self.sampler, self.batch_size, self.rank, self.world_size = sampler, batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        keys = list(iter(self.sampler))
+        return iter(shard_batches(keys, self.batch_size, self.rank, self.world_size))
+
+    def __len__(self) -> int:
+        return len(shard_batches(list(range(len(self.sampler))), self.batch_size, self.rank, self.world_size))

@@ -1,0 +1,64 @@
+"""The seeded train/val/test split of a dataset's image ids, and its split.json file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bloodseg.errors import BloodsegError
+
+SPLITS = ("train", "val", "test")
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def make_split(ids: list[str], test_fraction: float, val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Shuffle ids with the seed; the first round(N*test_fraction) are test, then val is carved from the rest.
+
+    42 images with test_fraction 0.3 give the paper's 29 train / 13 test.
+    """
+    for key, value in (("data.test_fraction", test_fraction), ("data.val_fraction", val_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise BloodsegError(f"{key}={value} must be in [0, 1)")
+    ordered = sorted(ids)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    shuffled = [ordered[i] for i in order]
+    n_test = _round_half_up(len(ids) * test_fraction)
+    rest = shuffled[n_test:]
+    n_val = _round_half_up(len(rest) * val_fraction)
+    split = {"train": sorted(rest[n_val:]), "val": sorted(rest[:n_val]), "test": sorted(shuffled[:n_test])}
+    for name, fraction in (("train", None), ("test", test_fraction), ("val", val_fraction)):
+        if not split[name] and (fraction is None or fraction > 0):
+            raise BloodsegError(
+                f"the {name} split of {len(ids)} image(s) is empty (test_fraction={test_fraction}, "
+                f"val_fraction={val_fraction}); fix: add images or change the fractions"
+            )
+    return split
+
+
+def write_split(path: Path, split: dict[str, list[str]], **info) -> None:
+    """Write split.json: the ids per split plus how they were drawn."""
+    path.write_text(json.dumps({**info, **{k: split[k] for k in SPLITS}}, indent=2) + "\n")
+
+
+def read_split(path: Path, known_ids: list[str]) -> dict[str, list[str]]:
+    """Read a split.json and check that every id in it exists in the dataset."""
+    try:
+        content = json.loads(Path(path).read_text())
+        split = {k: list(content.get(k, [])) for k in SPLITS}
+    except (OSError, ValueError, AttributeError) as error:
+        raise BloodsegError(f"cannot read split file {path}: {error}") from None
+    missing = sorted(set(sum(split.values(), [])) - set(known_ids))
+    if missing:
+        raise BloodsegError(
+            f"split file {path} names {len(missing)} image(s) the dataset lacks ({', '.join(missing[:5])}); "
+            "fix: use the data config the split was made with"
+        )
+    if not split["train"] and not split["test"]:
+        raise BloodsegError(f"split file {path} has empty train and test lists")
+    return split

@@ -1,0 +1,63 @@
+"""Resizing and the paper's augmentation (reflection + translation), on image and mask together.
+
+Both are torchvision v2 operations on ``tv_tensors.Image`` / ``tv_tensors.Mask``, so one call
+moves the image and its label identically. They work on single samples or batches, on the
+CPU or the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from bloodseg.config import IGNORE_INDEX
+
+
+def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize an image (bilinear, antialiased) and its class-id mask (nearest) to size = [H, W]."""
+    size = [int(size[0]), int(size[1])]
+    if list(image.shape[-2:]) == size and list(mask.shape[-2:]) == size:
+        return image, mask
+    image = F.resize(tv_tensors.Image(image), size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    mask = F.resize(tv_tensors.Mask(mask), size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
+    return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+
+class FlipShift(v2.Transform):
+    """Reflect, then translate by whole pixels (dx right, dy down).
+
+    Translated-in pixels get 0 in images and the ignore label 255 in masks, so they never count
+    as background. With all parameters at their defaults it returns its inputs unchanged.
+    """
+
+    def __init__(self, hflip: bool = False, vflip: bool = False, dx: int = 0, dy: int = 0):
+        super().__init__()
+        self.hflip, self.vflip, self.dx, self.dy = bool(hflip), bool(vflip), int(dx), int(dy)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"hflip": self.hflip, "vflip": self.vflip, "dx": self.dx, "dy": self.dy}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["hflip"]:
+            inpt = F.horizontal_flip(inpt)
+        if params["vflip"]:
+            inpt = F.vertical_flip(inpt)
+        if params["dx"] or params["dy"]:
+            fill = IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else 0
+            inpt = F.affine(inpt, angle=0.0, translate=[params["dx"], params["dy"]], scale=1.0, shear=[0.0, 0.0],
+                            interpolation=v2.InterpolationMode.NEAREST, fill=fill)
+        return inpt
+
+    def extra_repr(self) -> str:
+        return f"hflip={self.hflip}, vflip={self.vflip}, dx={self.dx}, dy={self.dy}"
+
+
+def random_flip_shift(generator: torch.Generator, max_translation: int, hflip: bool, vflip: bool) -> FlipShift:
+    """Draw one augmentation: each enabled reflection with probability 1/2, shifts uniform in [-max, max]."""
+    draws = torch.rand(2, generator=generator)
+    shifts = torch.randint(-max_translation, max_translation + 1, (2,), generator=generator)
+    return FlipShift(hflip and bool(draws[0] < 0.5), vflip and bool(draws[1] < 0.5), int(shifts[0]), int(shifts[1]))

@@ -1,0 +1,5 @@
+"""The one exception type bloodseg raises for bad input; the CLIs print it without a traceback."""
+
+
+class BloodsegError(ValueError):
+    """A problem with the user's data, config or files: the message names it and says how to fix it."""

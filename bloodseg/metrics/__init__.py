@@ -1,0 +1,1 @@
+"""Segmentation metrics with MATLAB evaluateSemanticSegmentation semantics (GUIDE section 4)."""

@@ -1,0 +1,1 @@
+"""Segmentation networks: the paper's SegNet and segmentation-models-pytorch baselines."""
