@@ -85,21 +85,32 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Logger] | None = None,
-                  callbacks: list[Callback] | None = None, **overrides):
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list[Logger] | None = None,
+    callbacks: list[Callback] | None = None,
+    **overrides,
+):
     """The Lightning Trainer of cfg.trainer (auto precision/benchmark resolved), with overrides applied."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     kwargs["precision"] = resolve_precision(cfg.trainer)
     if kwargs["benchmark"] is None:
-        kwargs["benchmark"] = uses_cuda(cfg.trainer)
+        kwargs["benchmark"] = uses_cuda(cfg.trainer) and not kwargs["deterministic"]
+    if kwargs["deterministic"] is True:
+        # max_unpool2d has no kernel flagged deterministic, yet SegNet's 2x2/stride-2 windows never collide,
+        # so its scatter is deterministic: warn-only mode keeps every other op strictly deterministic.
+        kwargs["deterministic"] = "warn"
     if loggers is None:
         loggers = build_loggers(cfg, run_dir)
     if callbacks is None:
         callbacks = build_callbacks(cfg, run_dir, with_loggers=bool(loggers))
     if cfg.callbacks.progress_bar == "none":
         kwargs["enable_progress_bar"] = False
-    return instantiate(kwargs, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks, _convert_="all")
+    return instantiate(
+        kwargs, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks, _convert_="all"
+    )
 
 
 def channels_last_for(cfg: DictConfig) -> bool:
@@ -117,7 +128,9 @@ def _partial(node: DictConfig) -> partial | None:
     return partial(get_method(node._target_), **arguments)
 
 
-def run_metadata(cfg: DictConfig, datamodule, class_weights: torch.Tensor, init_source: str) -> dict[str, Any]:
+def run_metadata(
+    cfg: DictConfig, datamodule, class_weights: torch.Tensor, init_source: str
+) -> dict[str, Any]:
     """What a checkpoint must carry to rebuild and describe the model without its run directory."""
     return {
         "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
@@ -152,7 +165,9 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The bloodseg metadata stored in a checkpoint, with a clear error if the file is not one."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise BloodsegError(f"ckpt_path={path} does not exist; fix: point it at a run's checkpoints/last.ckpt")
+        raise BloodsegError(
+            f"ckpt_path={path} does not exist; fix: point it at a run's checkpoints/last.ckpt"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001
@@ -169,4 +184,3 @@ def check_checkpoint_classes(meta: dict[str, Any], class_names: list[str], path)
             f"checkpoint {path} was trained for {len(meta['class_names'])} classes {meta['class_names']} but "
             f"data.classes has {len(class_names)}: {list(class_names)}; fix: use the data config it was trained with"
         )
-

@@ -7,12 +7,14 @@ key or a value of the wrong type fails when the config is composed, naming the k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from bloodseg.errors import BloodsegError
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -250,6 +252,35 @@ class TrainConfig:
     logger: LoggerConfig = MISSING
     callbacks: CallbacksConfig = MISSING
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Full names of keys that no schema declares (Hydra's ``+key=value`` can add them past the schema)."""
+    found = []
+    schema = OmegaConf.get_type(cfg)
+    declared = {f.name for f in fields(schema)} if is_dataclass(schema) else None
+    for key in cfg.keys():
+        name = f"{prefix}{key}"
+        if declared is not None and key not in declared:
+            found.append(name)
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none() and not node._is_missing():
+            found += unknown_keys(node, f"{name}.")
+        elif isinstance(node, ListConfig) and not node._is_none() and not node._is_missing():
+            for i, item in enumerate(node):
+                if isinstance(item, DictConfig):
+                    found += unknown_keys(item, f"{name}[{i}].")
+    return found
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail with the key's name when a composed config holds a key no schema knows."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        raise BloodsegError(
+            f"unknown config key(s): {', '.join(unknown)}; fix the spelling (see `--cfg job` for the known keys)"
+        )
 
 
 def register_configs() -> None:

@@ -18,6 +18,18 @@ from bloodseg.errors import BloodsegError
 SCHEMES = ("none", "inverse_frequency", "median_frequency", "enet_log")
 
 
+def class_pixel_counts(masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class: labelled pixels, and labelled pixels of the images that contain the class (ignore excluded)."""
+    pixel_count = torch.zeros(num_classes, dtype=torch.float64)
+    image_pixel_count = torch.zeros(num_classes, dtype=torch.float64)
+    for mask in masks:
+        labelled = mask[mask != IGNORE_INDEX].long().flatten()
+        counts = torch.bincount(labelled, minlength=num_classes)[:num_classes].double()
+        pixel_count += counts
+        image_pixel_count += (counts > 0).double() * counts.sum()
+    return pixel_count, image_pixel_count
+
+
 def class_weights(scheme: str, pixel_count: torch.Tensor, image_pixel_count: torch.Tensor) -> torch.Tensor:
     """Per-class loss weights (float32) for one of SCHEMES.
 
@@ -67,8 +79,14 @@ class WeightedCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Weighted mean cross entropy of logits (N,K,H,W) against class ids (N,H,W)."""
-        total = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=IGNORE_INDEX,
-                                reduction="sum", label_smoothing=self.label_smoothing)
+        total = F.cross_entropy(
+            logits.float(),
+            target,
+            weight=self.weight,
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+            label_smoothing=self.label_smoothing,
+        )
         valid = target != IGNORE_INDEX
         norm = torch.where(valid, self.weight[torch.where(valid, target, 0)], 0.0).sum()
         return total / norm.clamp_min(1e-12)

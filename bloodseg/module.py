@@ -76,7 +76,9 @@ class SegmentationModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss
 
-    def _eval_step(self, batch: dict[str, torch.Tensor], stage: str, confusion: SegmentationConfusion) -> torch.Tensor:
+    def _eval_step(
+        self, batch: dict[str, torch.Tensor], stage: str, confusion: SegmentationConfusion
+    ) -> torch.Tensor:
         logits = self(batch["image"])
         masks = batch["mask"].long()
         loss = self.criterion(logits, masks)
@@ -92,7 +94,9 @@ class SegmentationModule(L.LightningModule):
 
     def _log_summary(self, stage: str, results: dict[str, torch.Tensor]) -> None:
         scalars = {f"{stage}/{k}": v for k, v in results.items() if v.ndim == 0}
-        for name, acc, iou in zip(self.class_names, results["class_accuracy"], results["class_iou"], strict=True):
+        for name, acc, iou in zip(
+            self.class_names, results["class_accuracy"], results["class_iou"], strict=True
+        ):
             scalars[f"{stage}/accuracy/{name}"] = acc
             scalars[f"{stage}/iou/{name}"] = iou
         self.log_dict({k: v.float() for k, v in scalars.items()}, prog_bar=False)
@@ -114,7 +118,10 @@ class SegmentationModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.net.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
 
     # ---- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import bloodseg.config  # noqa: F401  (registers the config schemas)
 from bloodseg.builders import (
     build_callbacks,
     build_loggers,
@@ -25,6 +24,7 @@ from bloodseg.builders import (
     read_checkpoint_meta,
 )
 from bloodseg.callbacks import EvaluationArtifacts
+from bloodseg.config import check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
@@ -34,28 +34,41 @@ log = logging.getLogger("bloodseg.train")
 
 def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     """Train on the configured data, evaluate the test split, and return metrics.json's content."""
+    check_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = BloodSmearDataModule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup()
     if cfg.ckpt_path:
-        check_checkpoint_classes(read_checkpoint_meta(cfg.ckpt_path), list(datamodule.table.names), cfg.ckpt_path)
+        check_checkpoint_classes(
+            read_checkpoint_meta(cfg.ckpt_path), list(datamodule.table.names), cfg.ckpt_path
+        )
     datamodule.write_split(run_dir / "split.json")
     datamodule.write_label_report(run_dir / "data_report.json")
 
     pixel_count, image_pixel_count = datamodule.class_pixel_counts()
     weights = class_weights(cfg.loss.class_weighting, pixel_count, image_pixel_count)
-    log.info("class weights (%s): %s", cfg.loss.class_weighting.value,
-             ", ".join(f"{n}={w:.4f}" for n, w in zip(datamodule.table.names, weights.tolist(), strict=True)))
+    log.info(
+        "class weights (%s): %s",
+        cfg.loss.class_weighting.value,
+        ", ".join(f"{n}={w:.4f}" for n, w in zip(datamodule.table.names, weights.tolist(), strict=True)),
+    )
     module = build_module(cfg, datamodule, weights)
     log.info("model %s, initialisation: %s", cfg.model.name, module.meta["init_source"])
 
     loggers = build_loggers(cfg, run_dir)
-    artifacts = EvaluationArtifacts(run_dir, title="test split", checkpoint=str(run_dir / "checkpoints" / "last.ckpt"))
+    artifacts = EvaluationArtifacts(
+        run_dir, title="test split", checkpoint=str(run_dir / "checkpoints" / "last.ckpt")
+    )
     callbacks = [*build_callbacks(cfg, run_dir, with_loggers=bool(loggers)), artifacts]
-    trainer = build_trainer(cfg, run_dir, loggers=loggers, callbacks=callbacks,
-                            limit_val_batches=None if datamodule.split["val"] else 0)
+    trainer = build_trainer(
+        cfg,
+        run_dir,
+        loggers=loggers,
+        callbacks=callbacks,
+        limit_val_batches=None if datamodule.split["val"] else 0,
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if not (cfg.test_after_fit and datamodule.split["test"]):
         return None

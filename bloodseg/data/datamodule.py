@@ -16,6 +16,7 @@ from bloodseg.data.loading import LoadedImages, describe_stray, load_images
 from bloodseg.data.sources import resolve_pairs
 from bloodseg.data.split import SPLITS, make_split, read_split, write_split
 from bloodseg.errors import BloodsegError
+from bloodseg.losses import class_pixel_counts
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,11 @@ class BloodSmearDataModule(L.LightningDataModule):
             log.warning("data: %s", warning)
         log.info(
             "data: %s, %d train / %d val / %d test images at %dx%d, %d classes (%s)",
-            getattr(self.cfg.source, "value", self.cfg.source), *(len(self.split[s]) for s in SPLITS),
-            *self.image_size, self.num_classes, ", ".join(self.table.names),
+            getattr(self.cfg.source, "value", self.cfg.source),
+            *(len(self.split[s]) for s in SPLITS),
+            *self.image_size,
+            self.num_classes,
+            ", ".join(self.table.names),
         )
 
     def label_report(self) -> dict:
@@ -78,24 +82,22 @@ class BloodSmearDataModule(L.LightningDataModule):
 
     def write_split(self, path: Path) -> None:
         """Write split.json (ids per split and how they were drawn)."""
-        write_split(path, self.split, seed=int(self.cfg.split_seed), test_fraction=float(self.cfg.test_fraction),
-                    val_fraction=float(self.cfg.val_fraction), split_file=self.cfg.split_file)
+        write_split(
+            path,
+            self.split,
+            seed=int(self.cfg.split_seed),
+            test_fraction=float(self.cfg.test_fraction),
+            val_fraction=float(self.cfg.val_fraction),
+            split_file=self.cfg.split_file,
+        )
 
     def write_label_report(self, path: Path) -> None:
         """Write data_report.json (stray label values per file)."""
         path.write_text(json.dumps(self.label_report(), indent=2) + "\n")
 
     def class_pixel_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per class: labelled pixels, and labelled pixels of the training images that contain the class."""
-        masks = self.splits["train"].masks
-        k = self.num_classes
-        pixel_count = torch.zeros(k, dtype=torch.float64)
-        image_pixel_count = torch.zeros(k, dtype=torch.float64)
-        for mask in masks:
-            counts = torch.bincount(mask[mask != 255].long().flatten(), minlength=k)[:k].double()
-            pixel_count += counts
-            image_pixel_count += (counts > 0).double() * counts.sum()
-        return pixel_count, image_pixel_count
+        """Class pixel statistics of the training labels (see losses.class_pixel_counts)."""
+        return class_pixel_counts(self.splits["train"].masks, self.num_classes)
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -103,22 +105,38 @@ class BloodSmearDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int, shuffle: bool, train: bool) -> DataLoader:
         rank, world_size = self._rank()
-        sampler = EpochShuffle(len(dataset), self.seed, shuffle)
+        trainer = getattr(self, "trainer", None)
+        epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None
+        sampler = EpochShuffle(len(dataset), self.seed, shuffle, epoch_source)
         batches = EvenShardBatchSampler(sampler, batch_size, rank, world_size, require_every_rank=train)
         workers = int(self.cfg.num_workers)
-        return DataLoader(dataset, batch_sampler=batches, num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]
-        dataset = FivefoldTrainSet(train.images, train.masks, int(self.cfg.augment_copies), int(self.cfg.max_translation),
-                                   bool(self.cfg.horizontal_flip), bool(self.cfg.vertical_flip), self.seed)
+        dataset = FivefoldTrainSet(
+            train.images,
+            train.masks,
+            int(self.cfg.augment_copies),
+            int(self.cfg.max_translation),
+            bool(self.cfg.horizontal_flip),
+            bool(self.cfg.vertical_flip),
+            self.seed,
+        )
         return self._loader(dataset, int(self.cfg.batch_size), shuffle=True, train=True)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """An unshuffled loader over the val or test split."""
         loaded = self.splits[split]
-        return self._loader(EvalSet(loaded.images, loaded.masks), int(self.cfg.eval_batch_size), shuffle=False, train=False)
+        return self._loader(
+            EvalSet(loaded.images, loaded.masks), int(self.cfg.eval_batch_size), shuffle=False, train=False
+        )
 
     def val_dataloader(self):
         return self.eval_dataloader("val") if self.split and self.split["val"] else []

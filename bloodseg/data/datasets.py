@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -41,12 +41,26 @@ class FivefoldTrainSet(Dataset):
     the epoch and ``i``: the same in every worker, on every rank and after resuming.
     """
 
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor, copies: int, max_translation: int,
-                 hflip: bool, vflip: bool, seed: int):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        copies: int,
+        max_translation: int,
+        hflip: bool,
+        vflip: bool,
+        seed: int,
+    ):
         if copies < 0 or max_translation < 0:
             raise BloodsegError("data.augment_copies and data.max_translation must be >= 0")
         self.images, self.masks = images, masks
-        self.copies, self.max_translation, self.hflip, self.vflip, self.seed = copies, max_translation, hflip, vflip, seed
+        self.copies, self.max_translation, self.hflip, self.vflip, self.seed = (
+            copies,
+            max_translation,
+            hflip,
+            vflip,
+            seed,
+        )
 
     def __len__(self) -> int:
         return len(self.images) * (self.copies + 1)
@@ -56,31 +70,44 @@ class FivefoldTrainSet(Dataset):
         base, copy = divmod(index, self.copies + 1)
         image, mask = self.images[base], self.masks[base]
         if copy:
-            augment = random_flip_shift(augmentation_generator(self.seed, epoch, index), self.max_translation,
-                                        self.hflip, self.vflip)
+            augment = random_flip_shift(
+                augmentation_generator(self.seed, epoch, index), self.max_translation, self.hflip, self.vflip
+            )
             image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
             image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
         return {"image": image, "mask": mask, "index": torch.tensor(base)}
 
 
 class EpochShuffle(Sampler):
-    """Sample keys ``(index, epoch)``: a seeded permutation per epoch (or plain order), set by set_epoch."""
+    """Sample keys ``(index, epoch)``: a seeded permutation per epoch (or plain order).
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool):
+    The epoch comes from ``epoch_source()`` when given (the trainer's current epoch, which is right
+    after resuming too), else from the last ``set_epoch`` call.
+    """
+
+    def __init__(
+        self, num_samples: int, seed: int, shuffle: bool, epoch_source: Callable[[], int] | None = None
+    ):
         self.num_samples, self.seed, self.shuffle, self.epoch = num_samples, seed, shuffle, 0
+        self.epoch_source = epoch_source
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
         self.epoch = int(epoch)
 
-    def order(self) -> list[int]:
-        """This epoch's sample order."""
-        if not self.shuffle:
-            return list(range(self.num_samples))
-        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+    def current_epoch(self) -> int:
+        """The epoch whose order and augmentations this sampler yields now."""
+        return int(self.epoch_source()) if self.epoch_source is not None else self.epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self.order()])
+        epoch = self.current_epoch()
+        if self.shuffle:
+            order = torch.randperm(
+                self.num_samples, generator=torch.Generator().manual_seed(self.seed + epoch)
+            ).tolist()
+        else:
+            order = list(range(self.num_samples))
+        return iter([(i, epoch) for i in order])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -97,7 +124,8 @@ def shard_batches(order: list, batch_size: int, rank: int, world_size: int) -> l
     step = batch_size * world_size
     chunks = [order[i : i + step] for i in range(0, len(order), step)]
     if len(chunks) > 1 and len(chunks[-1]) < world_size:
-        chunks[-2] = chunks[-2] + chunks.pop()
+        last = chunks.pop()
+        chunks[-1] = chunks[-1] + last
     batches = []
     for chunk in chunks:
         bounds = np.linspace(0, len(chunk), world_size + 1).round().astype(int)
@@ -110,8 +138,14 @@ def shard_batches(order: list, batch_size: int, rank: int, world_size: int) -> l
 class EvenShardBatchSampler(Sampler):
     """Batches for one rank from an :class:`EpochShuffle` (exposed as ``.sampler`` for set_epoch)."""
 
-    def __init__(self, sampler: EpochShuffle, batch_size: int, rank: int = 0, world_size: int = 1,
-                 require_every_rank: bool = False):
+    def __init__(
+        self,
+        sampler: EpochShuffle,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        require_every_rank: bool = False,
+    ):
         if batch_size < 1:
             raise BloodsegError(f"batch size must be >= 1, got {batch_size}")
         if require_every_rank and sampler.num_samples < world_size:

@@ -19,8 +19,18 @@ from bloodseg.config import IGNORE_INDEX
 from bloodseg.errors import BloodsegError
 
 # Overlay colours for classes whose config gives none (after the paper's three).
-FALLBACK_COLORS = [(255, 255, 0), (0, 0, 255), (0, 255, 0), (255, 0, 0), (255, 0, 255), (0, 255, 255),
-                   (128, 0, 128), (255, 128, 0), (128, 128, 128), (0, 128, 0)]
+FALLBACK_COLORS = [
+    (255, 255, 0),
+    (0, 0, 255),
+    (0, 255, 0),
+    (255, 0, 0),
+    (255, 0, 255),
+    (0, 255, 255),
+    (128, 0, 128),
+    (255, 128, 0),
+    (128, 128, 128),
+    (0, 128, 0),
+]
 
 
 @dataclass(frozen=True)
@@ -35,9 +45,13 @@ class ClassTable:
     def from_config(cls, classes: Sequence) -> ClassTable:
         """Build the table from the ``data.classes`` list, checking it for mistakes."""
         if not classes:
-            raise BloodsegError("data.classes is empty: list each class as {name: ..., color: [r, g, b], value: v}")
+            raise BloodsegError(
+                "data.classes is empty: list each class as {name: ..., color: [r, g, b], value: v}"
+            )
         if len(classes) > 254:
-            raise BloodsegError(f"data.classes has {len(classes)} classes; at most 254 fit beside the ignore label 255")
+            raise BloodsegError(
+                f"data.classes has {len(classes)} classes; at most 254 fit beside the ignore label 255"
+            )
         names, colors, values = [], [], []
         for i, spec in enumerate(classes):
             name = spec.get("name") if hasattr(spec, "get") else None
@@ -47,7 +61,9 @@ class ClassTable:
             if color is not None:
                 color = tuple(int(c) for c in color)
                 if len(color) != 3 or not all(0 <= c <= 255 for c in color):
-                    raise BloodsegError(f"data.classes[{i}] ({name}): color must be [r, g, b] with 0..255, got {list(color)}")
+                    raise BloodsegError(
+                        f"data.classes[{i}] ({name}): color must be [r, g, b] with 0..255, got {list(color)}"
+                    )
             value = spec.get("value")
             names.append(str(name))
             colors.append(color)
@@ -56,7 +72,9 @@ class ClassTable:
             seen = [x for x in items if x is not None]
             dupes = sorted({str(x) for x in seen if seen.count(x) > 1})
             if dupes:
-                raise BloodsegError(f"data.classes: two classes share the {what} {', '.join(dupes)}; each must be unique")
+                raise BloodsegError(
+                    f"data.classes: two classes share the {what} {', '.join(dupes)}; each must be unique"
+                )
         return cls(tuple(names), tuple(colors), tuple(values))
 
     @property
@@ -65,7 +83,10 @@ class ClassTable:
 
     def overlay_colors(self) -> list[tuple[int, int, int]]:
         """One RGB colour per class: the configured one, else a fixed fallback."""
-        return [c if c is not None else FALLBACK_COLORS[i % len(FALLBACK_COLORS)] for i, c in enumerate(self.colors)]
+        return [
+            c if c is not None else FALLBACK_COLORS[i % len(FALLBACK_COLORS)]
+            for i, c in enumerate(self.colors)
+        ]
 
 
 @dataclass
@@ -78,12 +99,16 @@ class EncodedLabel:
     unlabelled_pixels: int = 0  # marked unlabelled on purpose (transparent, or the value 255)
 
 
-def encode_label(raw: np.ndarray, table: ClassTable, source: str, alpha: np.ndarray | None = None) -> EncodedLabel:
+def encode_label(
+    raw: np.ndarray, table: ClassTable, source: str, alpha: np.ndarray | None = None
+) -> EncodedLabel:
     """Map a raw label array (HxW values or HxWx3 colours) to class ids; unmatched pixels become 255."""
     colour = raw.ndim == 3
     if colour and all(c is None for c in table.colors):
-        if all(v is not None for v in table.values) and np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(
-            raw[..., 0], raw[..., 2]
+        if (
+            all(v is not None for v in table.values)
+            and np.array_equal(raw[..., 0], raw[..., 1])
+            and np.array_equal(raw[..., 0], raw[..., 2])
         ):
             raw, colour = raw[..., 0], False  # a grey label saved as RGB
     keys_needed = table.colors if colour else table.values
@@ -97,7 +122,11 @@ def encode_label(raw: np.ndarray, table: ClassTable, source: str, alpha: np.ndar
     ids = np.full(raw.shape[:2], IGNORE_INDEX, np.uint8)
     matched = np.zeros(raw.shape[:2], bool)
     if colour:
-        flat = (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2].astype(np.int32)
+        flat = (
+            (raw[..., 0].astype(np.int32) << 16)
+            | (raw[..., 1].astype(np.int32) << 8)
+            | raw[..., 2].astype(np.int32)
+        )
         for class_id, (r, g, b) in enumerate(table.colors):
             hit = flat == ((r << 16) | (g << 8) | b)
             ids[hit], matched[hit] = class_id, True

@@ -51,7 +51,9 @@ def load_pair(paths: SamplePaths, table: ClassTable, size: list[int]):
 def load_images(pairs: list[SamplePaths], table: ClassTable, size: list[int]) -> LoadedImages:
     """Decode and resize every pair (in threads), then report stray label values once."""
     if not pairs:
-        return LoadedImages([], torch.zeros(0, 3, *size, dtype=torch.uint8), torch.zeros(0, *size, dtype=torch.uint8))
+        return LoadedImages(
+            [], torch.zeros(0, 3, *size, dtype=torch.uint8), torch.zeros(0, *size, dtype=torch.uint8)
+        )
     workers = min(8, os.cpu_count() or 1, len(pairs))
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(lambda p: load_pair(p, table, size), pairs))
@@ -63,7 +65,10 @@ def load_images(pairs: list[SamplePaths], table: ClassTable, size: list[int]) ->
     conversions: Counter = Counter()
     for paths, (_, _, encoded, note) in zip(pairs, results, strict=True):
         if encoded.stray_pixels:
-            loaded.stray[paths.label.name] = {"pixels": encoded.stray_pixels, "values": encoded.stray_examples}
+            loaded.stray[paths.label.name] = {
+                "pixels": encoded.stray_pixels,
+                "values": encoded.stray_examples,
+            }
         loaded.unlabelled_pixels += encoded.unlabelled_pixels
         if note:
             conversions[note] += 1

@@ -43,10 +43,16 @@ def _by_stem(files: list[Path], where: Path) -> dict[str, Path]:
 
 
 def _image_files(directory: Path, suffixes=IMAGE_SUFFIXES) -> list[Path]:
-    return [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")]
+    return [
+        p
+        for p in directory.iterdir()
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith(".")
+    ]
 
 
-def pair_by_stem(images: list[Path], labels: list[Path], image_dir: Path, label_dir: Path, allow_unpaired: bool) -> list[SamplePaths]:
+def pair_by_stem(
+    images: list[Path], labels: list[Path], image_dir: Path, label_dir: Path, allow_unpaired: bool
+) -> list[SamplePaths]:
     """Pair image and label files by stem; unpaired files fail (or are skipped with a warning)."""
     image_by_stem, label_by_stem = _by_stem(images, image_dir), _by_stem(labels, label_dir)
     lonely_images = sorted(set(image_by_stem) - set(label_by_stem))
@@ -62,7 +68,9 @@ def pair_by_stem(images: list[Path], labels: list[Path], image_dir: Path, label_
             f"({', '.join(lonely[:5])}{', ...' if len(lonely) > 5 else ''})"
         )
         if not allow_unpaired:
-            raise BloodsegError(f"{message}; fix: add the missing files, or set data.allow_unpaired=true to skip them")
+            raise BloodsegError(
+                f"{message}; fix: add the missing files, or set data.allow_unpaired=true to skip them"
+            )
         log.warning("%s: skipped (data.allow_unpaired=true)", message)
     stems = sorted(set(image_by_stem) & set(label_by_stem))
     if not stems:
@@ -82,13 +90,19 @@ def folder_pairs(root: Path, allow_unpaired: bool = False) -> list[SamplePaths]:
     _existing_dir(root, "data.root", fix)
     image_dir = _existing_dir(root / "images", "data.root/images", fix)
     label_dir = _existing_dir(root / "labels", "data.root/labels", fix)
-    return pair_by_stem(_image_files(image_dir), _image_files(label_dir), image_dir, label_dir, allow_unpaired)
+    return pair_by_stem(
+        _image_files(image_dir), _image_files(label_dir), image_dir, label_dir, allow_unpaired
+    )
 
 
 def cellavision_pairs(root: Path, allow_unpaired: bool = False) -> list[SamplePaths]:
     """Pairs of NNN.bmp images and NNN.png masks in one folder (the dataset's own layout)."""
-    _existing_dir(root, "data.root", "point data.root at the CellaVision folder (NNN.bmp + NNN.png), "
-                  "or run `python -m bloodseg.data.download cellavision`")
+    _existing_dir(
+        root,
+        "data.root",
+        "point data.root at the CellaVision folder (NNN.bmp + NNN.png), "
+        "or run `python -m bloodseg.data.download cellavision`",
+    )
     images = _image_files(root, (".bmp",))
     labels = _image_files(root, (".png",))
     return pair_by_stem(images, labels, root, root, allow_unpaired)
@@ -100,7 +114,9 @@ def resolve_pairs(data_cfg) -> list[SamplePaths]:
     allow_unpaired = bool(data_cfg.get("allow_unpaired", False))
     if source == "synthetic":
         s = data_cfg.synthetic
-        root = synthetic_dataset_dir(default_cache_dir(data_cfg.cache_dir), s.num_images, s.seed, list(s.min_size), list(s.max_size))
+        root = synthetic_dataset_dir(
+            default_cache_dir(data_cfg.cache_dir), s.num_images, s.seed, list(s.min_size), list(s.max_size)
+        )
         pairs = folder_pairs(root)
     elif source == "folder":
         pairs = folder_pairs(Path(data_cfg.root).expanduser(), allow_unpaired)

@@ -120,7 +120,9 @@ def generate_smear(seed: int, height: int, width: int) -> tuple[np.ndarray, np.n
             angle = 2 * np.pi * k / lobes + rng.uniform(-0.4, 0.4)
             ly = cy + spread * np.sin(angle) - box[0].start
             lx = cx + spread * np.cos(angle) - box[1].start
-            lrho, lbox = _ellipse_coords(sub, (ly, lx), (lobe_r * rng.uniform(0.75, 1.0), lobe_r), rng.uniform(0, np.pi))
+            lrho, lbox = _ellipse_coords(
+                sub, (ly, lx), (lobe_r * rng.uniform(0.75, 1.0), lobe_r), rng.uniform(0, np.pi)
+            )
             if lrho is not None:
                 nucleus[lbox] = np.maximum(nucleus[lbox], np.clip((1.0 - lrho) * lobe_r / 1.5 + 0.5, 0, 1))
         chromatin = 1 + 0.2 * _smooth_noise(rng, sub, 1.2)
@@ -133,7 +135,9 @@ def generate_smear(seed: int, height: int, width: int) -> tuple[np.ndarray, np.n
         pr = rng.uniform(1.8, 3.5)
         rho, box = _ellipse_coords(shape, center, (pr * rng.uniform(0.7, 1.0), pr), rng.uniform(0, np.pi))
         if rho is not None:
-            density[:, box[0], box[1]] += nucleus_od[:, None, None] * 0.7 * np.clip(1.0 - rho, 0, 1)[None] * 1.8
+            density[:, box[0], box[1]] += (
+                nucleus_od[:, None, None] * 0.7 * np.clip(1.0 - rho, 0, 1)[None] * 1.8
+            )
 
     label[rbc_mask] = RBC
     label[wbc_mask] = WBC
@@ -160,7 +164,9 @@ def _add_unlabelled_pockets(rng, label: np.ndarray) -> None:
     for _ in range(int(rng.choice([0, 1, 1, 2]))):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
         radius = rng.uniform(15, 45)
-        rho, box = _ellipse_coords(label.shape, (cy, cx), (radius * rng.uniform(0.5, 1.0), radius), rng.uniform(0, np.pi))
+        rho, box = _ellipse_coords(
+            label.shape, (cy, cx), (radius * rng.uniform(0.5, 1.0), radius), rng.uniform(0, np.pi)
+        )
         if rho is not None:
             wobble = 0.15 * _smooth_noise(rng, rho.shape, 3.0)
             label[box][rho + wobble <= 1.0] = IGNORE_INDEX
@@ -170,7 +176,9 @@ def generate_dataset(directory: Path, num_images: int, seed: int, min_size, max_
     """Write num_images smears as images/smear_NNN.png and labels/smear_NNN.png under directory."""
     (directory / "images").mkdir(parents=True, exist_ok=True)
     (directory / "labels").mkdir(parents=True, exist_ok=True)
-    sizes = np.random.default_rng([seed, 7]).integers(min_size, np.asarray(max_size) + 1, size=(num_images, 2))
+    sizes = np.random.default_rng([seed, 7]).integers(
+        min_size, np.asarray(max_size) + 1, size=(num_images, 2)
+    )
     for i, (h, w) in enumerate(sizes):
         image, label, _ = generate_smear(seed * 100_003 + i, int(h), int(w))
         Image.fromarray(image).save(directory / "images" / f"smear_{i:03d}.png")

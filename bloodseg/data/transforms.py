@@ -17,12 +17,16 @@ from torchvision.transforms.v2 import functional as F
 from bloodseg.config import IGNORE_INDEX
 
 
-def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_pair(
+    image: torch.Tensor, mask: torch.Tensor, size: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize an image (bilinear, antialiased) and its class-id mask (nearest) to size = [H, W]."""
     size = [int(size[0]), int(size[1])]
     if list(image.shape[-2:]) == size and list(mask.shape[-2:]) == size:
         return image, mask
-    image = F.resize(tv_tensors.Image(image), size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+    image = F.resize(
+        tv_tensors.Image(image), size, interpolation=v2.InterpolationMode.BILINEAR, antialias=True
+    )
     mask = F.resize(tv_tensors.Mask(mask), size, interpolation=v2.InterpolationMode.NEAREST_EXACT)
     return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
@@ -48,16 +52,27 @@ class FlipShift(v2.Transform):
             inpt = F.vertical_flip(inpt)
         if params["dx"] or params["dy"]:
             fill = IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else 0
-            inpt = F.affine(inpt, angle=0.0, translate=[params["dx"], params["dy"]], scale=1.0, shear=[0.0, 0.0],
-                            interpolation=v2.InterpolationMode.NEAREST, fill=fill)
+            inpt = F.affine(
+                inpt,
+                angle=0.0,
+                translate=[params["dx"], params["dy"]],
+                scale=1.0,
+                shear=[0.0, 0.0],
+                interpolation=v2.InterpolationMode.NEAREST,
+                fill=fill,
+            )
         return inpt
 
     def extra_repr(self) -> str:
         return f"hflip={self.hflip}, vflip={self.vflip}, dx={self.dx}, dy={self.dy}"
 
 
-def random_flip_shift(generator: torch.Generator, max_translation: int, hflip: bool, vflip: bool) -> FlipShift:
+def random_flip_shift(
+    generator: torch.Generator, max_translation: int, hflip: bool, vflip: bool
+) -> FlipShift:
     """Draw one augmentation: each enabled reflection with probability 1/2, shifts uniform in [-max, max]."""
     draws = torch.rand(2, generator=generator)
     shifts = torch.randint(-max_translation, max_translation + 1, (2,), generator=generator)
-    return FlipShift(hflip and bool(draws[0] < 0.5), vflip and bool(draws[1] < 0.5), int(shifts[0]), int(shifts[1]))
+    return FlipShift(
+        hflip and bool(draws[0] < 0.5), vflip and bool(draws[1] < 0.5), int(shifts[0]), int(shifts[1])
+    )

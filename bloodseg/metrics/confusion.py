@@ -41,7 +41,9 @@ class SegmentationConfusion(MulticlassConfusionMatrix):
     """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index, normalize=None, validate_args=False)
+        super().__init__(
+            num_classes=num_classes, ignore_index=ignore_index, normalize=None, validate_args=False
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
         counts = super().compute()

@@ -22,7 +22,9 @@ def _number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def build_metrics(results: dict[str, Any], class_names: list[str], num_images: int, **extra) -> dict[str, Any]:
+def build_metrics(
+    results: dict[str, Any], class_names: list[str], num_images: int, **extra
+) -> dict[str, Any]:
     """The metrics.json document (GUIDE section 3) from evaluation results."""
     counts = results["counts"].double()
     rows = counts.sum(1, keepdim=True)
@@ -59,7 +61,9 @@ def write_confusion_csv(path: Path, metrics: dict[str, Any]) -> None:
     names = cm["classes"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["true_class", *[f"pred_{n}_count" for n in names], *[f"pred_{n}_percent" for n in names]])
+        writer.writerow(
+            ["true_class", *[f"pred_{n}_count" for n in names], *[f"pred_{n}_percent" for n in names]]
+        )
         for name, counts, percent in zip(names, cm["counts"], cm["normalized_percent"], strict=True):
             writer.writerow([name, *counts, *percent])
 
@@ -77,15 +81,33 @@ def paper_tables(metrics: dict[str, Any], title: str = "test") -> str:
     lines.append("Table 2. Class metrics")
     lines.append(f"  {'':<{width}}{'Accuracy':<10}{'IoU':<10}Mean BF Score")
     for name, values in metrics["classes"].items():
-        lines.append(f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}{_fmt(values['mean_bf_score'])}")
+        lines.append(
+            f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}{_fmt(values['mean_bf_score'])}"
+        )
     return "\n".join(lines)
 
 
 def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
     """The same two tables as Markdown (metrics.md)."""
-    lines = [f"### Table 1. Semantic segmentation metrics ({title}, {metrics['num_images']} images)", "",
-             "| metric | value |", "| --- | --- |"]
-    lines += [f"| {label} | {_fmt(metrics['dataset'][key])} |" for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)]
-    lines += ["", "### Table 2. Class metrics", "", "| class | Accuracy | IoU | Mean BF Score |", "| --- | --- | --- | --- |"]
-    lines += [f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v['mean_bf_score'])} |" for n, v in metrics["classes"].items()]
+    lines = [
+        f"### Table 1. Semantic segmentation metrics ({title}, {metrics['num_images']} images)",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    lines += [
+        f"| {label} | {_fmt(metrics['dataset'][key])} |"
+        for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
+    ]
+    lines += [
+        "",
+        "### Table 2. Class metrics",
+        "",
+        "| class | Accuracy | IoU | Mean BF Score |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v['mean_bf_score'])} |"
+        for n, v in metrics["classes"].items()
+    ]
     return "\n".join(lines) + "\n"

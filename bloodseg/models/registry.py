@@ -12,5 +12,7 @@ RUNTIME_KEYS = ("name", "compile", "channels_last")
 
 def build_model(model_cfg: DictConfig, num_classes: int) -> nn.Module:
     """Instantiate the network of model_cfg (its ``_target_`` and arguments) for num_classes classes."""
-    arguments = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in RUNTIME_KEYS}
+    arguments = {
+        k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in RUNTIME_KEYS
+    }
     return instantiate(arguments, num_classes=num_classes)

@@ -45,7 +45,9 @@ def download_imagenet_weights(timeout_s: float = 30.0) -> dict:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
     try:
-        return torch.hub.load_state_dict_from_url(IMAGENET_WEIGHTS.url, progress=False, check_hash=True, map_location="cpu")
+        return torch.hub.load_state_dict_from_url(
+            IMAGENET_WEIGHTS.url, progress=False, check_hash=True, map_location="cpu"
+        )
     finally:
         socket.setdefaulttimeout(previous)
 
@@ -92,15 +94,21 @@ def resolve_pretrained(pretrained) -> tuple[dict | None, str]:
         except Exception as error:  # noqa: BLE001 - offline is normal: any network failure is reported the same way
             reason = f"download failed ({type(error).__name__}: {error})"
     if required:
-        raise BloodsegError(f"model.pretrained=true but ImageNet weights are not available: {reason}; fix: {how}")
-    log.warning("model.pretrained=auto: ImageNet weights not available (%s); training from random initialisation. "
-                "To use them: %s", reason, how)
+        raise BloodsegError(
+            f"model.pretrained=true but ImageNet weights are not available: {reason}; fix: {how}"
+        )
+    log.warning(
+        "model.pretrained=auto: ImageNet weights not available (%s); training from random initialisation. "
+        "To use them: %s",
+        reason,
+        how,
+    )
     return None, "random (ImageNet weights unavailable)"
 
 
 def load_imagenet_state_dict(features: torch.nn.Module, state: dict, source: str) -> None:
     """Load a vgg16_bn state dict (full model, or its ``features`` only) into the VGG feature extractor."""
-    wanted = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} or state
+    wanted = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")} or state
     try:
         features.load_state_dict(wanted, strict=True)
     except RuntimeError as error:

@@ -1,0 +1,146 @@
+"""Config composition: every experiment and group option composes; mistakes fail naming the key."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import CONF_DIR, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from bloodseg.config import check_config
+from bloodseg.errors import BloodsegError
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+GROUP_OPTIONS = [
+    (g, o)
+    for g in ("data", "model", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks")
+    for o in options(g)
+]
+EXTRA = {"data/folder": ["data.root=/tmp/x"], "data/allidb1": ["data.root=/tmp/x"]}
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_group_option_composes_and_resolves(group, option):
+    cfg = compose_train([f"{group}={option}", *EXTRA.get(f"{group}/{option}", [])])
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert container[group] is not None or group == "scheduler"
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+@pytest.mark.parametrize("debug", [None, *options("debug")])
+def test_every_experiment_composes(experiment, debug):
+    overrides = [f"experiment={experiment}"] + ([f"debug={debug}"] if debug else [])
+    cfg = compose_train(overrides)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert cfg.name == experiment
+
+
+def test_segnet_experiment_is_the_paper_protocol():
+    cfg = compose_train(["experiment=segnet_vgg16"])
+    assert list(cfg.data.image_size) == [360, 480]
+    assert cfg.data.test_fraction == 0.3 and cfg.data.val_fraction == 0.0
+    assert cfg.data.augment_copies == 4 and cfg.data.max_translation == 10 and cfg.data.horizontal_flip
+    assert cfg.loss.class_weighting.value == "median_frequency"
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (1e-3, 0.9, 5e-4)
+    assert cfg.model._target_ == "bloodseg.models.segnet.SegNet"
+
+
+def test_smoke_debug_is_small_and_on_cpu():
+    cfg = compose_train(["experiment=segnet_vgg16", "debug=smoke"])
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_epochs <= 2
+    assert cfg.data.image_size[0] * cfg.data.image_size[1] <= 128 * 128
+
+
+def test_command_line_overrides_win_over_the_experiment():
+    cfg = compose_train(
+        ["experiment=segnet_vgg16", "optimizer=adam", "optimizer.lr=0.01", "data.batch_size=16"]
+    )
+    assert (
+        cfg.optimizer._target_ == "torch.optim.Adam"
+        and cfg.optimizer.lr == 0.01
+        and cfg.data.batch_size == 16
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optimizer.lrr=0.1", "lrr"),
+        ("data.imge_size=[1,2]", "imge_size"),
+        ("trainer.max_epoch=3", "max_epoch"),
+    ],
+)
+def test_misspelt_key_fails_with_its_name(override, key):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)) as error:
+        compose_train([override])
+    assert key in str(error.value) + str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("+model.depth=3", "model.depth"),
+        ("+batchsize=4", "batchsize"),
+        ("+data.classes.0.shade=1", "data.classes[0].shade"),
+    ],
+)
+def test_keys_forced_in_with_plus_are_rejected_by_name(override, key):
+    cfg = compose_train([override])
+    with pytest.raises(BloodsegError, match=re.escape(key)):
+        check_config(cfg)
+
+
+def test_known_configs_pass_the_key_check():
+    check_config(
+        compose_train(["experiment=segnet_vgg16", "debug=smoke", "optimizer=adam", "scheduler=cosine"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("optimizer.lr=fast", "lr"),
+        ("loss.class_weighting=inverse", "class_weighting"),
+        ("data.batch_size=four", "batch_size"),
+    ],
+)
+def test_wrong_type_fails_with_its_name(override, key):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as error:
+        compose_train([override])
+    assert key in str(error.value) + str(error.value.__cause__)
+
+
+def test_misspelt_key_in_a_yaml_file_fails(tmp_path):
+    conf = tmp_path / "conf"
+    import shutil
+
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nname: typo\ndata:\n  batchsize: 3\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises((ConfigCompositionException, ConfigKeyError)) as error:
+            compose(config_name="train", overrides=["experiment=typo"])
+    assert "batchsize" in str(error.value) + str(error.value.__cause__)
+
+
+def test_every_knob_in_conf_has_a_comment():
+    """Configs are the user interface: each key line of the group files documents itself."""
+    undocumented = []
+    for path in CONF_DIR.rglob("*.yaml"):
+        if path.parent.name in ("experiment", "debug") or path.name == "train.yaml":
+            continue
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            if not stripped or stripped.startswith(("#", "-", "defaults")) or stripped.endswith(":"):
+                continue
+            if "#" not in stripped:
+                undocumented.append(f"{path.relative_to(CONF_DIR)}: {stripped}")
+    assert not undocumented, undocumented
