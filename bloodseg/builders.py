@@ -158,11 +158,12 @@ def build_module(cfg: DictConfig, datamodule, class_weights: torch.Tensor) -> Se
         label_smoothing=cfg.loss.label_smoothing,
         channels_last=channels_last_for(cfg),
         compile=bool(cfg.model.compile),
+        bf_tolerance=cfg.evaluation.bf_tolerance,
     )
 
 
-def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    """The bloodseg metadata stored in a checkpoint, with a clear error if the file is not one."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A bloodseg checkpoint as a dict, with a clear error if the file is missing or not one."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise BloodsegError(
@@ -172,9 +173,31 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001
         raise BloodsegError(f"ckpt_path={path} cannot be read as a checkpoint ({error})") from None
-    if CHECKPOINT_KEY not in checkpoint:
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise BloodsegError(f"ckpt_path={path} is not a bloodseg checkpoint (no '{CHECKPOINT_KEY}' entry)")
-    return checkpoint[CHECKPOINT_KEY]
+    return checkpoint
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The bloodseg metadata stored in a checkpoint (classes, colours, image size, config, split...)."""
+    return read_checkpoint(path)[CHECKPOINT_KEY]
+
+
+def load_module(path: str | Path, bf_tolerance: float = 0.0075) -> SegmentationModule:
+    """Rebuild the trained module of a checkpoint from the checkpoint alone (no download, no run dir)."""
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint[CHECKPOINT_KEY]
+    model_cfg = OmegaConf.create(meta["config"]["model"])
+    for key, off in (
+        ("pretrained", False),
+        ("encoder_weights", None),
+    ):  # the weights come from the checkpoint
+        if key in model_cfg:
+            model_cfg[key] = off
+    net = build_model(model_cfg, len(meta["class_names"]))
+    module = SegmentationModule(net, torch.tensor(meta["class_weights"]), meta, bf_tolerance=bf_tolerance)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()
 
 
 def check_checkpoint_classes(meta: dict[str, Any], class_names: list[str], path) -> None:

@@ -2,47 +2,56 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
-from bloodseg.metrics.report import (
-    build_metrics,
-    paper_tables,
-    paper_tables_markdown,
-    write_confusion_csv,
-    write_metrics_json,
-)
-
-log = logging.getLogger(__name__)
+from bloodseg.metrics.report import write_evaluation
 
 
 class EvaluationArtifacts(Callback):
-    """After a test run, write metrics.json, metrics.md and confusion_matrix.csv to out_dir (rank 0 only)
-    and print the paper's Tables 1 and 2."""
+    """After a test run, write every evaluation artifact of the test split to out_dir (rank 0 only).
 
-    def __init__(self, out_dir: Path, title: str = "test split", **extra):
+    metrics.json, metrics.md, confusion_matrix.csv/.png, per_image_metrics.csv, and overlays of
+    the best and worst test images; the paper's Tables 1 and 2 go to the log.
+    """
+
+    def __init__(self, out_dir: Path, title: str = "test split", num_overlays: int = 1, **extra):
         self.out_dir = Path(out_dir)
-        self.title = title
-        self.extra = extra
+        self.title, self.num_overlays, self.extra = title, num_overlays, extra
         self.metrics: dict | None = None
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         results = module.test_results
         if results is None or not trainer.is_global_zero:
             return
-        num_images = int(results.get("num_images", len(module.meta["split"]["test"])))
+        meta, datamodule = module.meta, trainer.datamodule
+        loaded = datamodule.splits[datamodule.eval_split]
+        image_ids = [loaded.ids[i] for i in results["image_index"].tolist()]
         extra = {
-            "model_init": module.meta.get("init_source"),
-            "class_weighting": module.meta["config"]["loss"]["class_weighting"],
-            "class_weights": dict(zip(module.meta["class_names"], module.meta["class_weights"], strict=True)),
+            "model_init": meta.get("init_source"),
+            "class_weighting": meta["config"]["loss"]["class_weighting"],
+            "class_weights": dict(zip(meta["class_names"], meta["class_weights"], strict=True)),
             **self.extra,
         }
-        self.metrics = build_metrics(results, module.meta["class_names"], num_images, **extra)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_metrics_json(self.out_dir / "metrics.json", self.metrics)
-        write_confusion_csv(self.out_dir / "confusion_matrix.csv", self.metrics)
-        (self.out_dir / "metrics.md").write_text(paper_tables_markdown(self.metrics, self.title))
-        log.info("\n%s", paper_tables(self.metrics, self.title))
+
+        def render(row: int):
+            index = int(results["image_index"][row])
+            image = loaded.images[index]
+            with torch.no_grad():
+                pred = module(image[None].to(module.device)).argmax(1)[0].cpu()
+            return image.permute(1, 2, 0).numpy(), loaded.masks[index].numpy(), pred.numpy()
+
+        self.metrics = write_evaluation(
+            self.out_dir,
+            results,
+            meta["class_names"],
+            meta["class_colors"],
+            image_ids,
+            self.title,
+            extra,
+            render,
+            self.num_overlays,
+        )

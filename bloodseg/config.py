@@ -234,7 +234,7 @@ class CallbacksConfig:
 @dataclass
 class EvaluationConfig:
     bf_tolerance: float = 0.0075
-    num_overlays: int = 2
+    num_overlays: int = 1
 
 
 @dataclass
@@ -252,6 +252,38 @@ class TrainConfig:
     logger: LoggerConfig = MISSING
     callbacks: CallbacksConfig = MISSING
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+@dataclass
+class EvaluateConfig:
+    ckpt_path: str | None = None
+    pred_dir: str | None = None
+    gt_dir: str | None = None
+    image_dir: str | None = None
+    split: str = "test"
+    output_dir: str | None = None
+    batch_size: int = 8
+    data: DataConfig | None = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+
+@dataclass
+class BenchSettings:
+    measurements: list[str] = field(
+        default_factory=lambda: ["train_step", "inference", "evaluation", "bf_score"]
+    )
+    models: list[str] = field(default_factory=lambda: ["segnet_vgg16"])
+    warmup_steps: int = 5
+    steps: int | None = None
+    inference_batch_size: int = 32
+    bf_batch_size: int = 16
+    reference_repeats: int = 1
+
+
+@dataclass
+class BenchConfig(TrainConfig):
+    bench: BenchSettings = field(default_factory=BenchSettings)
 
 
 def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -287,6 +319,8 @@ def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore under the names the YAML files extend."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="bench_schema", node=BenchConfig)
     cs.store(group="model", name="segnet_schema", node=SegNetConfig)
     cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
     cs.store(group="optimizer", name="adam_schema", node=AdamConfig)

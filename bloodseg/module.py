@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bloodseg.losses import WeightedCrossEntropy
-from bloodseg.metrics.confusion import SegmentationConfusion
+from bloodseg.metrics.suite import SegmentationMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class SegmentationModule(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        bf_tolerance: float = 0.0075,
     ):
         super().__init__()
         self.net = net
@@ -46,8 +47,8 @@ class SegmentationModule(L.LightningModule):
         self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         num_classes = len(self.class_names)
-        self.val_confusion = SegmentationConfusion(num_classes)
-        self.test_confusion = SegmentationConfusion(num_classes)
+        self.val_metrics = SegmentationMetrics(num_classes, bf_tolerance)
+        self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance)
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
 
@@ -77,40 +78,42 @@ class SegmentationModule(L.LightningModule):
         return loss
 
     def _eval_step(
-        self, batch: dict[str, torch.Tensor], stage: str, confusion: SegmentationConfusion
+        self, batch: dict[str, torch.Tensor], stage: str, metrics: SegmentationMetrics
     ) -> torch.Tensor:
         logits = self(batch["image"])
         masks = batch["mask"].long()
         loss = self.criterion(logits, masks)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(logits), sync_dist=True)
-        confusion.update(logits.argmax(1), masks)
+        metrics.update(logits.argmax(1), masks, batch["index"])
         return logits
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_confusion)
+        self._eval_step(batch, "val", self.val_metrics)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_confusion)
+        self._eval_step(batch, "test", self.test_metrics)
 
-    def _log_summary(self, stage: str, results: dict[str, torch.Tensor]) -> None:
-        scalars = {f"{stage}/{k}": v for k, v in results.items() if v.ndim == 0}
-        for name, acc, iou in zip(
-            self.class_names, results["class_accuracy"], results["class_iou"], strict=True
-        ):
-            scalars[f"{stage}/accuracy/{name}"] = acc
-            scalars[f"{stage}/iou/{name}"] = iou
+    def _summarize(self, stage: str, metrics: SegmentationMetrics) -> dict[str, torch.Tensor]:
+        """Compute, reset and log a split's metrics: dataset values and per-class accuracy / IoU / BF."""
+        results = metrics.compute()
+        metrics.reset()
+        scalars = {
+            f"{stage}/{k}": results[k]
+            for k in ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
+        }
+        for i, name in enumerate(self.class_names):
+            scalars[f"{stage}/accuracy/{name}"] = results["class_accuracy"][i]
+            scalars[f"{stage}/iou/{name}"] = results["class_iou"][i]
+            scalars[f"{stage}/bf_score/{name}"] = results["class_bf_score"][i]
         self.log_dict({k: v.float() for k, v in scalars.items()}, prog_bar=False)
+        return results
 
     def on_validation_epoch_end(self) -> None:
-        results = self.val_confusion.compute()
-        self.val_confusion.reset()
-        self._log_summary("val", results)
+        results = self._summarize("val", self.val_metrics)
         self.log("val/mean_iou", results["mean_iou"].float(), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        results = self.test_confusion.compute()
-        self.test_confusion.reset()
-        self._log_summary("test", results)
+        results = self._summarize("test", self.test_metrics)
         self.test_results = {k: v.detach().cpu() for k, v in results.items()}
 
     # ---- optimisation ----------------------------------------------------------------------

@@ -57,3 +57,15 @@ def compose_train(overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
+
+
+SMOKE = ["experiment=segnet_vgg16", "debug=smoke"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One `python -m bloodseg.train experiment=segnet_vgg16 debug=smoke` run, shared by the CLI tests."""
+    run_dir = tmp_path_factory.mktemp("smoke")
+    result = run_cli("bloodseg.train", *SMOKE, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result

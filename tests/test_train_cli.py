@@ -49,7 +49,13 @@ def test_smoke_run_writes_every_artifact(smoke_run):
     assert metrics["num_images"] == 13
     counts = metrics["confusion_matrix"]["counts"]
     assert len(counts) == 3 and sum(map(sum, counts)) > 0
+    assert all(value is not None for value in metrics["dataset"].values())  # complete: no nulls
+    assert all(v is not None for c in metrics["classes"].values() for v in c.values())
     assert 0.0 <= metrics["dataset"]["global_accuracy"] <= 1.0
+    assert (
+        len(list(run_dir.glob("overlay_best_*.png"))) == 1
+        and len(list(run_dir.glob("overlay_worst_*.png"))) == 1
+    )
     assert metrics["model_init"].startswith("random")
     assert "Table 1. Semantic segmentation metrics" in result.stderr + result.stdout
 

@@ -14,7 +14,7 @@ from bloodseg.data.datasets import EpochShuffle, EvalSet, EvenShardBatchSampler,
 from bloodseg.data.labels import ClassTable
 from bloodseg.data.loading import LoadedImages, describe_stray, load_images
 from bloodseg.data.sources import resolve_pairs
-from bloodseg.data.split import SPLITS, make_split, read_split, write_split
+from bloodseg.data.split import SPLITS, check_split, make_split, read_split, write_split
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_pixel_counts
 
@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 class BloodSmearDataModule(L.LightningDataModule):
     """Loads the configured source once (all splits as uint8 tensors) and serves the loaders."""
 
-    def __init__(self, data_cfg, seed: int = 42):
+    def __init__(
+        self, data_cfg, seed: int = 42, split: dict[str, list[str]] | None = None, eval_split: str = "test"
+    ):
+        """data_cfg: the ``data`` config; split: a fixed split (e.g. a checkpoint's) instead of drawing one;
+        eval_split: the split the test loader serves (test, val, train or all)."""
         super().__init__()
         self.cfg = data_cfg
         self.seed = int(seed)
@@ -34,6 +38,10 @@ class BloodSmearDataModule(L.LightningDataModule):
             raise BloodsegError(f"data.image_size={size} must be [H, W] with both >= 32 (five 2x poolings)")
         self.image_size = [int(s) for s in size]
         self.split: dict[str, list[str]] | None = None
+        self.given_split = split
+        if eval_split not in (*SPLITS, "all"):
+            raise BloodsegError(f"split={eval_split} is unknown; use test, val, train or all")
+        self.eval_split = eval_split
         self.splits: dict[str, LoadedImages] = {}
 
     @property
@@ -50,12 +58,16 @@ class BloodSmearDataModule(L.LightningDataModule):
             return
         pairs = resolve_pairs(self.cfg)
         ids = [p.id for p in pairs]
-        if self.cfg.split_file:
+        if self.given_split is not None:
+            self.split = check_split(self.given_split, ids, "the checkpoint's split")
+        elif self.cfg.split_file:
             self.split = read_split(Path(self.cfg.split_file), ids)
         else:
             self.split = make_split(ids, self.cfg.test_fraction, self.cfg.val_fraction, self.cfg.split_seed)
         by_id = {p.id: p for p in pairs}
-        for name in SPLITS:
+        if self.eval_split == "all":
+            self.split = {**self.split, "all": sorted(ids)}
+        for name in self.split:
             self.splits[name] = load_images([by_id[i] for i in self.split[name]], self.table, self.image_size)
         stray = {k: v for loaded in self.splits.values() for k, v in loaded.stray.items()}
         warning = describe_stray(stray)
@@ -142,6 +154,6 @@ class BloodSmearDataModule(L.LightningDataModule):
         return self.eval_dataloader("val") if self.split and self.split["val"] else []
 
     def test_dataloader(self) -> DataLoader:
-        if not self.split["test"]:
-            raise BloodsegError("the test split is empty (data.test_fraction=0); nothing to evaluate")
-        return self.eval_dataloader("test")
+        if not self.split[self.eval_split]:
+            raise BloodsegError(f"the {self.eval_split} split is empty; nothing to evaluate")
+        return self.eval_dataloader(self.eval_split)

@@ -46,19 +46,26 @@ def write_split(path: Path, split: dict[str, list[str]], **info) -> None:
     path.write_text(json.dumps({**info, **{k: split[k] for k in SPLITS}}, indent=2) + "\n")
 
 
+def check_split(split: dict, known_ids: list[str], where: str) -> dict[str, list[str]]:
+    """The train/val/test lists of split, checked: every id must exist in the dataset."""
+    split = {k: list(split.get(k, [])) for k in SPLITS}
+    missing = sorted(set(sum(split.values(), [])) - set(known_ids))
+    if missing:
+        raise BloodsegError(
+            f"{where} names {len(missing)} image(s) the dataset lacks ({', '.join(missing[:5])}); "
+            "fix: use the data config the split was made with"
+        )
+    if not split["train"] and not split["test"]:
+        raise BloodsegError(f"{where} has empty train and test lists")
+    return split
+
+
 def read_split(path: Path, known_ids: list[str]) -> dict[str, list[str]]:
     """Read a split.json and check that every id in it exists in the dataset."""
     try:
         content = json.loads(Path(path).read_text())
-        split = {k: list(content.get(k, [])) for k in SPLITS}
-    except (OSError, ValueError, AttributeError) as error:
+        if not isinstance(content, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
         raise BloodsegError(f"cannot read split file {path}: {error}") from None
-    missing = sorted(set(sum(split.values(), [])) - set(known_ids))
-    if missing:
-        raise BloodsegError(
-            f"split file {path} names {len(missing)} image(s) the dataset lacks ({', '.join(missing[:5])}); "
-            "fix: use the data config the split was made with"
-        )
-    if not split["train"] and not split["test"]:
-        raise BloodsegError(f"split file {path} has empty train and test lists")
-    return split
+    return check_split(content, known_ids, f"split file {path}")

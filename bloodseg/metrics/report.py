@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from bloodseg.viz import comparison, confusion_matrix_figure, save_png
+
+log = logging.getLogger(__name__)
 
 DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
 DATASET_LABELS = ("Global accuracy", "Mean accuracy", "Mean IoU", "Weighted IoU", "Mean BF Score")
@@ -111,3 +118,91 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
         for n, v in metrics["classes"].items()
     ]
     return "\n".join(lines) + "\n"
+
+
+def write_per_image_csv(
+    path: Path, results: dict[str, Any], class_names: list[str], image_ids: list[str]
+) -> None:
+    """per_image_metrics.csv: one row per image with its accuracy, mean IoU, mean BF and per-class IoU / BF."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "image",
+                "global_accuracy",
+                "mean_iou",
+                "mean_bf_score",
+                *[f"iou_{n}" for n in class_names],
+                *[f"bf_{n}" for n in class_names],
+            ]
+        )
+        for row, image_id in enumerate(image_ids):
+            values = [
+                results["image_global_accuracy"][row],
+                results["image_mean_iou"][row],
+                results["image_bf_score"][row],
+                *results["image_class_iou"][row],
+                *results["image_class_bf_score"][row],
+            ]
+            writer.writerow([image_id, *["" if (v := _number(x)) is None else f"{v:.6f}" for x in values]])
+
+
+def extremes(scores: torch.Tensor, count: int) -> tuple[list[int], list[int]]:
+    """Row numbers of the `count` best and `count` worst scores (NaN scores are never picked)."""
+    valid = [
+        i
+        for i in torch.argsort(scores.double(), descending=True).tolist()
+        if not math.isnan(float(scores[i]))
+    ]
+    count = min(count, len(valid) // 2 if len(valid) > 1 else len(valid))
+    return valid[:count], valid[::-1][:count]
+
+
+Renderer = Callable[[int], tuple[np.ndarray | None, np.ndarray, np.ndarray]]
+
+
+def write_evaluation(
+    out_dir: Path,
+    results: dict[str, Any],
+    class_names: list[str],
+    class_colors: list,
+    image_ids: list[str],
+    title: str,
+    extra: dict[str, Any] | None = None,
+    render: Renderer | None = None,
+    num_overlays: int = 1,
+) -> dict[str, Any]:
+    """Write every evaluation artifact of a split and return the metrics.json document.
+
+    metrics.json, metrics.md, confusion_matrix.csv / .png, per_image_metrics.csv and, when
+    ``render(row)`` gives (image or None, truth, prediction) for a row, overlays of the best and
+    worst images by mean IoU (overlay_best_<id>.png, overlay_worst_<id>.png).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = build_metrics(results, class_names, len(image_ids), **(extra or {}))
+    write_metrics_json(out_dir / "metrics.json", metrics)
+    write_confusion_csv(out_dir / "confusion_matrix.csv", metrics)
+    confusion_matrix_figure(
+        np.asarray(metrics["confusion_matrix"]["counts"]),
+        class_names,
+        out_dir / "confusion_matrix.png",
+        f"Normalized confusion matrix (%), {title}",
+    )
+    (out_dir / "metrics.md").write_text(paper_tables_markdown(metrics, title))
+    if "image_mean_iou" in results:
+        write_per_image_csv(out_dir / "per_image_metrics.csv", results, class_names, image_ids)
+        if render is not None and num_overlays > 0:
+            for old in out_dir.glob("overlay_*.png"):
+                old.unlink()
+            best, worst = extremes(results["image_mean_iou"], num_overlays)
+            for kind, rows in (("best", best), ("worst", worst)):
+                for row in rows:
+                    image, truth, pred = render(row)
+                    caption = f"{image_ids[row]}: mean IoU {float(results['image_mean_iou'][row]):.3f}"
+                    save_png(
+                        comparison(image, truth, pred, class_colors, caption),
+                        out_dir / f"overlay_{kind}_{image_ids[row]}.png",
+                    )
+    log.info("\n%s", paper_tables(metrics, title))
+    return metrics

@@ -1,0 +1,101 @@
+"""Pictures: label overlays in the paper's colours, side-by-side comparisons, the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from bloodseg.config import IGNORE_INDEX  # noqa: E402
+
+
+def colorize(labels: np.ndarray, colors: list) -> np.ndarray:
+    """An HxWx3 colour image of class ids (ignore 255 shown black)."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(colors)] = np.asarray(colors, np.uint8)
+    return palette[labels.astype(np.uint8)]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, colors: list, alpha: float = 0.45) -> np.ndarray:
+    """Blend class colours over an HxWx3 uint8 image; ignored pixels (255) keep the image."""
+    painted = colorize(labels, colors).astype(np.float32)
+    blend = (1 - alpha) * image.astype(np.float32) + alpha * painted
+    out = np.where((labels == IGNORE_INDEX)[..., None], image.astype(np.float32), blend)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def captioned(image: np.ndarray, caption: str) -> np.ndarray:
+    """The image with a one-line caption bar on top."""
+    bar = Image.new("RGB", (image.shape[1], 18), (255, 255, 255))
+    ImageDraw.Draw(bar).text((4, 3), caption, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(bar), image], axis=0)
+
+
+def _enlarged(array: np.ndarray, min_width: int = 240) -> np.ndarray:
+    """Nearest-neighbour enlargement of small pictures so that captions and cells stay legible."""
+    factor = max(1, -(-min_width // array.shape[1]))
+    return array.repeat(factor, 0).repeat(factor, 1) if factor > 1 else array
+
+
+def comparison(
+    image: np.ndarray | None, truth: np.ndarray, pred: np.ndarray, colors: list, title: str
+) -> np.ndarray:
+    """[image | ground truth overlay | prediction overlay] in one picture (masks only without an image)."""
+    image, truth, pred = (None if image is None else _enlarged(image)), _enlarged(truth), _enlarged(pred)
+    panels = []
+    if image is not None:
+        panels += [
+            captioned(image, title),
+            captioned(overlay(image, truth, colors), "ground truth"),
+            captioned(overlay(image, pred, colors), "prediction"),
+        ]
+    else:
+        panels += [
+            captioned(colorize(truth, colors), f"{title}: ground truth"),
+            captioned(colorize(pred, colors), "prediction"),
+        ]
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    return np.concatenate(row, axis=1)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Write an array as PNG."""
+    Image.fromarray(array).save(path)
+
+
+def confusion_matrix_figure(counts: np.ndarray, class_names: list[str], path: Path, title: str = "") -> None:
+    """The row-normalised confusion matrix (percent, rows = true class) with counts, like the paper's Fig. 6."""
+    counts = np.asarray(counts, dtype=np.float64)
+    rows = counts.sum(1, keepdims=True)
+    percent = np.divide(100 * counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.6 * k + 2.2, 1.4 * k + 1.6), dpi=110)
+    ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if percent[i, j] > 55 else "black"
+            ax.text(
+                j,
+                i,
+                f"{percent[i, j]:.2f}%\n({int(counts[i, j]):,})",
+                ha="center",
+                va="center",
+                color=color,
+                fontsize=8,
+            )
+    ax.set_xticks(range(k), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    ax.set_title(title or "Normalized confusion matrix (%)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
