@@ -53,6 +53,19 @@ class SegmentationModule(L.LightningModule):
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
 
     # ---- model -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Give this process its own copy of weights and metric states.
+
+        ddp_spawn pickles the module into its workers; on the CPU, torch.multiprocessing hands them
+        the *same* shared-memory tensors, so every rank's optimizer step and metric update would
+        land in one storage (weights updated world_size times per step, confusion counts summed twice).
+        """
+        for tensor in [*self.parameters(), *self.buffers()]:
+            if tensor.is_shared():
+                tensor.data = tensor.data.clone()
+        self.val_metrics.reset()
+        self.test_metrics.reset()
+
     def configure_model(self) -> None:
         """Apply channels_last and torch.compile once the module is on its device."""
         if self.channels_last:
@@ -105,7 +118,9 @@ class SegmentationModule(L.LightningModule):
             scalars[f"{stage}/accuracy/{name}"] = results["class_accuracy"][i]
             scalars[f"{stage}/iou/{name}"] = results["class_iou"][i]
             scalars[f"{stage}/bf_score/{name}"] = results["class_bf_score"][i]
-        self.log_dict({k: v.float() for k, v in scalars.items()}, prog_bar=False)
+        self.log_dict(
+            {k: v.float() for k, v in scalars.items()}, prog_bar=False, sync_dist=True
+        )  # equal on all ranks
         return results
 
     def on_validation_epoch_end(self) -> None:

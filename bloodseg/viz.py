@@ -99,3 +99,42 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: list[str], path: Pa
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _sort_key(value: str):
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def sweep_heatmap(points: list[tuple[str, str, float]], keys: list[str], path: Path) -> None:
+    """Mean IoU of a two-key grid as a heatmap (rows = keys[0] values, columns = keys[1] values)."""
+    rows = sorted({p[0] for p in points}, key=_sort_key)
+    cols = sorted({p[1] for p in points}, key=_sort_key)
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for r, c, value in points:
+        grid[rows.index(r), cols.index(c)] = value
+    fig, ax = plt.subplots(figsize=(1.3 * len(cols) + 3, 0.6 * len(rows) + 2), dpi=110)
+    image = ax.imshow(grid, cmap="viridis")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if not np.isnan(grid[i, j]):
+                ax.text(
+                    j,
+                    i,
+                    f"{grid[i, j]:.3f}",
+                    ha="center",
+                    va="center",
+                    color="white" if grid[i, j] < np.nanmean(grid) else "black",
+                    fontsize=8,
+                )
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(keys[1])
+    ax.set_ylabel(keys[0])
+    ax.set_title("test mean IoU")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

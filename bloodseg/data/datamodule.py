@@ -118,7 +118,9 @@ class BloodSmearDataModule(L.LightningDataModule):
     def _loader(self, dataset, batch_size: int, shuffle: bool, train: bool) -> DataLoader:
         rank, world_size = self._rank()
         trainer = getattr(self, "trainer", None)
-        epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None
+        # The epoch about to run is the fit loop's count of processed epochs: right after resuming from
+        # an end-of-epoch checkpoint too, where trainer.current_epoch and set_epoch still say the old one.
+        epoch_source = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
         sampler = EpochShuffle(len(dataset), self.seed, shuffle, epoch_source)
         batches = EvenShardBatchSampler(sampler, batch_size, rank, world_size, require_every_rank=train)
         workers = int(self.cfg.num_workers)

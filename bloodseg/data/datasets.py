@@ -81,8 +81,8 @@ class FivefoldTrainSet(Dataset):
 class EpochShuffle(Sampler):
     """Sample keys ``(index, epoch)``: a seeded permutation per epoch (or plain order).
 
-    The epoch comes from ``epoch_source()`` when given (the trainer's current epoch, which is right
-    after resuming too), else from the last ``set_epoch`` call.
+    The epoch comes from ``epoch_source()`` when given (the trainer's fit loop, which is right after
+    resuming too), else from the last ``set_epoch`` call.
     """
 
     def __init__(

@@ -1,0 +1,195 @@
+"""Multiruns, sweep reports, parallel jobs with one GPU each, DDP and resume after preemption (CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, SMOKE, run_cli
+
+from bloodseg.models.segnet import SegNet
+from bloodseg.module import SegmentationModule
+from bloodseg.sweep_report import collect_jobs, write_sweep_summary
+
+pytestmark = pytest.mark.slow
+QUICK = [
+    *SMOKE,
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "callbacks.progress_bar=none",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("grid")
+    result = run_cli(
+        "bloodseg.train",
+        "-m",
+        *QUICK,
+        "loss.class_weighting=none,median_frequency",
+        "optimizer.lr=0.01,0.001",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir
+
+
+def test_two_by_two_grid_runs_four_jobs_and_the_report_lists_them(grid):
+    paths = write_sweep_summary(grid)
+    with open(paths["csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    assert {(r["loss.class_weighting"], r["optimizer.lr"]) for r in rows} == {
+        ("none", "0.01"),
+        ("none", "0.001"),
+        ("median_frequency", "0.01"),
+        ("median_frequency", "0.001"),
+    }
+    ious = [float(r["mean_iou"]) for r in rows]
+    assert ious == sorted(ious, reverse=True)
+    assert {"iou_background", "iou_rbc", "iou_wbc", "mean_bf_score", "weighted_iou"} <= set(rows[0])
+    assert all(r["status"] == "completed" for r in rows)
+    assert paths["heatmap"].is_file() and "median_frequency" in paths["md"].read_text()
+    for job in collect_jobs(grid):  # each job has its own directory and config
+        assert (job.path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_sweep_report_cli(grid):
+    result = run_cli("bloodseg.sweep_report", str(grid))
+    assert result.returncode == 0 and "sweep_summary.csv" in result.stdout
+
+
+def test_failed_jobs_are_recorded_and_listed(tmp_path):
+    result = run_cli(
+        "bloodseg.train", "-m", *QUICK, "data.test_fraction=0.3,0.99", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode != 0  # Hydra reports the failure after running every job
+    statuses = {j.overrides["data.test_fraction"]: j for j in collect_jobs(tmp_path)}
+    assert statuses["0.3"].status == "completed"
+    assert statuses["0.99"].status == "failed" and "train split" in statuses["0.99"].error
+    text = write_sweep_summary(tmp_path)["md"].read_text()
+    assert "Failed or incomplete jobs" in text and "train split" in text
+
+
+def test_parallel_jobs_each_get_their_own_gpu_id(tmp_path):
+    result = run_cli(
+        "bloodseg.train",
+        "-m",
+        *QUICK,
+        "test_after_fit=false",
+        "hydra/launcher=joblib_local",
+        "hydra.launcher.n_jobs=2",
+        "launcher_gpus=[7,9]",
+        "seed=1,2",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gpus = []
+    for job in collect_jobs(tmp_path):
+        log = (job.path / "train.log").read_text()
+        gpus.append(log.split("runs on GPU ")[1].split()[0])
+    assert sorted(gpus) == ["7", "9"]
+
+
+def test_optuna_preset_runs_a_budgeted_search(tmp_path):
+    result = run_cli(
+        "bloodseg.train",
+        "-m",
+        *QUICK,
+        "+sweep=optuna_lr",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "optimizer.lr" in best
+    assert len(collect_jobs(tmp_path)) == 2
+
+
+def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = run_cli(
+        "bloodseg.train",
+        *QUICK,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in run_dir.glob("checkpoints/*.ckpt")) == [
+        "last.ckpt"
+    ]  # one run dir, one writer
+    evaluated = run_cli(
+        "bloodseg.evaluate",
+        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
+        f"output_dir={tmp_path / 'single'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert ddp["confusion_matrix"] == single["confusion_matrix"]
+    assert ddp["dataset"] == single["dataset"] and ddp["classes"] == single["classes"]
+
+
+def test_spawned_workers_get_their_own_weights_and_metric_states():
+    module = SegmentationModule(
+        SegNet(3, pretrained=False),
+        torch.ones(3),
+        {"class_names": ["a", "b", "c"], "mean": [0.5] * 3, "std": [0.2] * 3},
+    )
+    module.share_memory()  # what torch.multiprocessing does to CPU tensors sent to ddp_spawn workers
+    module.test_metrics.dataset.confmat.share_memory_()
+    module.setup("fit")
+    assert not any(t.is_shared() for t in [*module.parameters(), *module.buffers()])
+    assert not module.test_metrics.dataset.confmat.is_shared()
+
+
+def test_killed_job_restarted_with_the_same_config_resumes(tmp_path):
+    """A preempted cluster job is resubmitted with the same config and run dir: it must continue."""
+    args = [
+        *SMOKE,
+        "trainer.max_epochs=6",
+        "callbacks.progress_bar=none",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bloodseg.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if ckpt.is_file():
+            size = ckpt.stat().st_size
+            time.sleep(0.3)
+            if ckpt.stat().st_size == size:  # written completely: kill the job mid-training
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "the job finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    interrupted = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert interrupted["epoch"] < 6
+    result = run_cli("bloodseg.train", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from this run directory's own checkpoint" in (tmp_path / "train.log").read_text()
+    final = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert final["global_step"] == 6 * 3  # 6 epochs of 3 batches in total, not 6 more
+    assert (tmp_path / "metrics.json").is_file()
