@@ -45,18 +45,30 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
 def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[Callback]:
     """Checkpointing (checkpoints/last.ckpt), progress bar, model summary, lr monitor, early stopping."""
     c = cfg.callbacks
-    callbacks: list[Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="epoch{epoch:03d}",
-            auto_insert_metric_name=False,
-            save_last=c.checkpoint.save_last,
-            save_top_k=c.checkpoint.save_top_k,
-            monitor=c.checkpoint.monitor,
-            mode=c.checkpoint.mode,
-            every_n_epochs=c.checkpoint.every_n_epochs,
+    callbacks: list[Callback] = []
+    if c.checkpoint.save_last:  # checkpoints/last.ckpt, rewritten every every_n_epochs (resume, preemption)
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=c.checkpoint.every_n_epochs,
+                enable_version_counter=False,
+            )
         )
-    ]
+    if c.checkpoint.save_top_k and c.checkpoint.monitor:  # plus the k best by the monitored value
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best-epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                monitor=c.checkpoint.monitor,
+                mode=c.checkpoint.mode,
+                save_top_k=c.checkpoint.save_top_k,
+                every_n_epochs=c.checkpoint.every_n_epochs,
+            )
+        )
     if c.progress_bar == "rich":
         callbacks += [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]
     elif c.progress_bar == "tqdm":
@@ -68,6 +80,11 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[
     if c.early_stopping is not None:
         e = c.early_stopping
         callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience))
+    if cfg.logger.wandb is not None and with_loggers:  # W&B media: overlays, confusion matrix, tables
+        from bloodseg.tracking import WandbMedia
+
+        w = cfg.logger.wandb
+        callbacks.append(WandbMedia(every_n_epochs=w.log_images_every_n_epochs, num_images=w.num_images))
     return callbacks
 
 
@@ -98,6 +115,9 @@ def build_trainer(
     kwargs["precision"] = resolve_precision(cfg.trainer)
     if kwargs["benchmark"] is None:
         kwargs["benchmark"] = uses_cuda(cfg.trainer) and not kwargs["deterministic"]
+    if kwargs["sync_batchnorm"] and not uses_cuda(cfg.trainer):
+        log.warning("trainer.sync_batchnorm works on CUDA devices only; running without it on the CPU")
+        kwargs["sync_batchnorm"] = False
     if kwargs["deterministic"] is True:
         # max_unpool2d has no kernel flagged deterministic, yet SegNet's 2x2/stride-2 windows never collide,
         # so its scatter is deterministic: warn-only mode keeps every other op strictly deterministic.

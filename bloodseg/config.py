@@ -92,6 +92,15 @@ class SegNetConfig(ModelConfig):
 
 
 @dataclass
+class SmpConfig(ModelConfig):
+    _target_: str = "bloodseg.models.baselines.build_smp"
+    name: str = MISSING
+    arch: str = MISSING
+    encoder: str = "resnet34"
+    encoder_weights: Any = "auto"
+
+
+@dataclass
 class LossConfig:
     class_weighting: ClassWeighting = ClassWeighting.median_frequency
     label_smoothing: float = 0.0
@@ -192,13 +201,15 @@ class WandbLoggerConfig:
     project: str = "bloodseg"
     entity: str | None = None
     group: str | None = None
-    job_type: str | None = None
+    job_type: str | None = "train"
     tags: list[str] = field(default_factory=list)
     name: str | None = None
-    mode: str = "auto"
-    log_model: bool = False
+    mode: str = "auto"  # auto | offline | online | disabled (bloodseg.tracking.resolve_mode)
+    resume: bool = True
+    log_artifacts: bool = True
     log_images_every_n_epochs: int = 10
     num_images: int = 4
+    init_timeout: float = 60.0
 
 
 @dataclass
@@ -242,7 +253,10 @@ class TrainConfig:
     name: str = "default"
     seed: int = 42
     ckpt_path: str | None = None
+    auto_resume: bool = True
     test_after_fit: bool = True
+    optimized_metric: str | None = "test/mean_iou"
+    launcher_gpus: list[Any] | None = None
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     loss: LossConfig = MISSING
@@ -322,6 +336,7 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_schema", node=BenchConfig)
     cs.store(group="model", name="segnet_schema", node=SegNetConfig)
+    cs.store(group="model", name="smp_schema", node=SmpConfig)
     cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
     cs.store(group="optimizer", name="adam_schema", node=AdamConfig)
     cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)

@@ -27,7 +27,7 @@ from bloodseg.data.labels import ClassTable
 from bloodseg.data.loading import describe_stray
 from bloodseg.data.sources import pair_by_stem
 from bloodseg.errors import BloodsegError
-from bloodseg.metrics.report import write_evaluation
+from bloodseg.metrics.report import paper_tables, write_evaluation
 from bloodseg.metrics.suite import SegmentationMetrics
 
 log = logging.getLogger("bloodseg.evaluate")
@@ -171,6 +171,7 @@ def main(cfg: DictConfig) -> float | None:
     except BloodsegError as error:
         log.error("%s", error)
         raise SystemExit(2) from None
+    print(paper_tables(metrics, f"{cfg.split} split" if cfg.ckpt_path else "predictions"), flush=True)
     return metrics["dataset"]["mean_iou"] if metrics else None
 
 

@@ -1,7 +1,10 @@
 """``python -m bloodseg.train experiment=NAME [overrides]``: train a model, then evaluate its test split.
 
 The run directory (Hydra's output dir) receives .hydra/config.yaml, split.json, data_report.json,
-checkpoints/last.ckpt, csv/metrics.csv, metrics.json, metrics.md and confusion_matrix.csv.
+checkpoints/last.ckpt, csv/metrics.csv, metrics.json, metrics.md, confusion_matrix.csv/.png,
+per_image_metrics.csv and the best/worst overlays. A run whose directory already holds
+checkpoints/last.ckpt continues from it (``auto_resume``): that is how a preempted or timed-out
+cluster job, resubmitted with the same config, picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from bloodseg.builders import (
@@ -28,24 +34,47 @@ from bloodseg.config import check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
+from bloodseg.sweeps import assign_job_gpu
+from bloodseg.tracking import finish as finish_tracking
+from bloodseg.tracking import run_summary
 
 log = logging.getLogger("bloodseg.train")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """Train on the configured data, evaluate the test split, and return metrics.json's content."""
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to continue from: ckpt_path, else (auto_resume) the run dir's own last.ckpt."""
+    if cfg.ckpt_path:
+        return str(cfg.ckpt_path)
+    own = run_dir / "checkpoints" / "last.ckpt"
+    if not (cfg.auto_resume and own.is_file()):
+        return None
+    try:
+        read_checkpoint_meta(own)
+    except BloodsegError as error:  # e.g. the job was killed while writing it
+        log.warning("not resuming: %s; training starts over", error)
+        return None
+    log.info("resuming from this run directory's own checkpoint %s", own)
+    return str(own)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train on the configured data and evaluate the test split.
+
+    Returns {"metrics": metrics.json's content (None without a test split), "callback_metrics": the
+    last logged values}.
+    """
     check_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = BloodSmearDataModule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup()
-    if cfg.ckpt_path:
-        check_checkpoint_classes(
-            read_checkpoint_meta(cfg.ckpt_path), list(datamodule.table.names), cfg.ckpt_path
-        )
-    datamodule.write_split(run_dir / "split.json")
-    datamodule.write_label_report(run_dir / "data_report.json")
+    ckpt_path = resume_checkpoint(cfg, run_dir)
+    if ckpt_path:
+        check_checkpoint_classes(read_checkpoint_meta(ckpt_path), list(datamodule.table.names), ckpt_path)
+    if rank_zero_only.rank == 0:  # under SLURM every task runs this function: one writer
+        datamodule.write_split(run_dir / "split.json")
+        datamodule.write_label_report(run_dir / "data_report.json")
 
     pixel_count, image_pixel_count = datamodule.class_pixel_counts()
     weights = class_weights(cfg.loss.class_weighting, pixel_count, image_pixel_count)
@@ -58,38 +87,82 @@ def train(cfg: DictConfig, run_dir: Path) -> dict | None:
     log.info("model %s, initialisation: %s", cfg.model.name, module.meta["init_source"])
 
     loggers = build_loggers(cfg, run_dir)
-    artifacts = EvaluationArtifacts(
-        run_dir, title="test split", checkpoint=str(run_dir / "checkpoints" / "last.ckpt")
-    )
-    callbacks = [*build_callbacks(cfg, run_dir, with_loggers=bool(loggers)), artifacts]
-    trainer = build_trainer(
-        cfg,
-        run_dir,
-        loggers=loggers,
-        callbacks=callbacks,
-        limit_val_batches=None if datamodule.split["val"] else 0,
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    if not (cfg.test_after_fit and datamodule.split["test"]):
+    succeeded = False
+    try:  # (tracking) every job ends its own W&B run, even when it fails: multirun jobs never merge
+        artifacts = EvaluationArtifacts(
+            run_dir,
+            "test split",
+            cfg.evaluation.num_overlays,
+            checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
+        )
+        callbacks = [*build_callbacks(cfg, run_dir, with_loggers=bool(loggers)), artifacts]
+        trainer = build_trainer(
+            cfg,
+            run_dir,
+            loggers=loggers,
+            callbacks=callbacks,
+            limit_val_batches=None if datamodule.split["val"] else 0,
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics = None
+        if cfg.test_after_fit and datamodule.split["test"]:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+            metrics_file = run_dir / "metrics.json"
+            metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+        succeeded = True
+    finally:
+        wandb_run = finish_tracking(loggers, run_dir, succeeded)
+    if rank_zero_only.rank == 0:  # (tracking) the one-screen end-of-run summary, on stdout
+        print(run_summary(metrics, run_dir, wandb_run), flush=True)
+    return {"metrics": metrics, "callback_metrics": fit_metrics}
+
+
+def objective(cfg: DictConfig, result: dict[str, Any]) -> float | None:
+    """The value sweepers maximise (``optimized_metric``): test/<dataset metric> or a logged val/... value."""
+    key = cfg.optimized_metric
+    if key is None:
         return None
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics_file = run_dir / "metrics.json"
-    return json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    stage, _, name = key.partition("/")
+    if stage == "test":
+        if result["metrics"] is None:
+            log.info("optimized_metric=%s: no test evaluation in this run (test_after_fit=false)", key)
+            return None
+        if name not in result["metrics"]["dataset"]:
+            raise BloodsegError(
+                f"optimized_metric={key}: no such test metric; use one of "
+                f"{', '.join('test/' + k for k in result['metrics']['dataset'])}"
+            )
+        return result["metrics"]["dataset"][name]
+    if key not in result["callback_metrics"]:
+        raise BloodsegError(
+            f"optimized_metric={key} was not logged; known: {sorted(result['callback_metrics'])} "
+            "(val/* needs data.val_fraction > 0)"
+        )
+    return result["callback_metrics"][key]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the test mean IoU (the objective of sweeps)."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    """Hydra entry point; returns ``optimized_metric`` (test mean IoU by default) for sweepers."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        metrics = train(cfg, run_dir)
+        if cfg.launcher_gpus and multirun:
+            gpu = assign_job_gpu(
+                list(cfg.launcher_gpus), Path(hydra_cfg.sweep.dir) / ".gpu_locks", hydra_cfg.job.num
+            )
+            log.info("sweep job %d runs on GPU %s", hydra_cfg.job.num, gpu)
+        result = train(cfg, run_dir)
+        value = objective(cfg, result)
     except BloodsegError as error:
         log.error("%s", error)
+        if multirun:  # let Hydra record the failure and run the other jobs
+            raise
         raise SystemExit(2) from None
-    if metrics is None:
-        return None
     log.info("run directory: %s", run_dir)
-    return metrics["dataset"]["mean_iou"]
+    return value
 
 
 if __name__ == "__main__":

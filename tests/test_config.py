@@ -7,8 +7,9 @@ import re
 import pytest
 from conftest import CONF_DIR, compose_train
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from bloodseg.config import check_config
@@ -24,14 +25,63 @@ GROUP_OPTIONS = [
     for g in ("data", "model", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks")
     for o in options(g)
 ]
-EXTRA = {"data/folder": ["data.root=/tmp/x"], "data/allidb1": ["data.root=/tmp/x"]}
+EXTRA = {
+    "data/folder": ["data.root=/tmp/x"],
+    "data/allidb1": ["data.root=/tmp/x"],
+    "trainer/slurm_ddp": ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2"],
+}
+
+
+def resolved(overrides: list[str]) -> dict:
+    """The task config as a run would resolve it (${hydra:...} interpolations included)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_group_option_composes_and_resolves(group, option):
-    cfg = compose_train([f"{group}={option}", *EXTRA.get(f"{group}/{option}", [])])
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert container[group] is not None or group == "scheduler"
+    container = resolved([f"{group}={option}", *EXTRA.get(f"{group}/{option}", [])])
+    assert container[group] is not None
+
+
+def test_slurm_ddp_devices_follow_the_launcher():
+    container = resolved(["trainer=slurm_ddp", *EXTRA["trainer/slurm_ddp"]])
+    assert (container["trainer"]["devices"], container["trainer"]["num_nodes"]) == (4, 2)
+    assert container["trainer"]["strategy"] == "ddp"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+sweep=class_weighting_lr"],
+        ["+sweep=optuna_lr"],
+        ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+        ["hydra/launcher=joblib_local", "launcher_gpus=[0,1]"],
+        ["trainer=ddp"],
+    ],
+)
+def test_sweep_and_launcher_presets_compose(overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=["experiment=segnet_vgg16", *overrides], return_hydra_config=True
+        )
+    if overrides[0] == "+sweep=class_weighting_lr":
+        params = cfg.hydra.sweeper.params
+        assert params["loss.class_weighting"] == "none,inverse_frequency,median_frequency,enet_log"
+        assert params["optimizer.lr"] == "1e-2,1e-3,1e-4"
+    if overrides[0] == "+sweep=optuna_lr":
+        assert (
+            cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+        )
+    if overrides[0] == "hydra/launcher=slurm":
+        assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.partition == "gpu"
+        assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node
+    if overrides[0] == "trainer=ddp":
+        assert cfg.trainer.strategy == "ddp_spawn" and cfg.trainer.sync_batchnorm
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -138,7 +188,9 @@ def test_every_knob_in_conf_has_a_comment():
         if path.parent.name in ("experiment", "debug"):  # presets: each file documents itself in its header
             continue
         for line in path.read_text().splitlines():
-            if line.startswith("hydra:"):  # Hydra's own run-dir/logging settings end the knobs of an entry config
+            if line.startswith(
+                "hydra:"
+            ):  # Hydra's own run-dir/logging settings end the knobs of an entry config
                 break
             stripped = line.strip()
             if not stripped or stripped.startswith(("#", "-", "defaults")) or stripped.endswith(":"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +13,6 @@ import numpy as np
 import torch
 
 from bloodseg.viz import comparison, confusion_matrix_figure, save_png
-
-log = logging.getLogger(__name__)
 
 DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
 DATASET_LABELS = ("Global accuracy", "Mean accuracy", "Mean IoU", "Weighted IoU", "Mean BF Score")
@@ -176,7 +173,8 @@ def write_evaluation(
 
     metrics.json, metrics.md, confusion_matrix.csv / .png, per_image_metrics.csv and, when
     ``render(row)`` gives (image or None, truth, prediction) for a row, overlays of the best and
-    worst images by mean IoU (overlay_best_<id>.png, overlay_worst_<id>.png).
+    worst images by mean IoU (overlay_best_<id>.png, overlay_worst_<id>.png). Callers print the
+    tables (the train command in its end-of-run summary, the evaluate command itself).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,5 +202,4 @@ def write_evaluation(
                         comparison(image, truth, pred, class_colors, caption),
                         out_dir / f"overlay_{kind}_{image_ids[row]}.png",
                     )
-    log.info("\n%s", paper_tables(metrics, title))
     return metrics

@@ -1,0 +1,127 @@
+"""``python -m bloodseg.report``: one self-contained HTML file for a run and for a sweep."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_cli
+from test_wandb import run_smoke_sweep, wandb_sandbox  # noqa: F401  (W&B caches in a temp dir)
+
+from bloodseg.report import write_report
+
+RUN_SECTIONS = {"curves", "metrics", "confusion", "overlays", "files"}
+SWEEP_SECTIONS = RUN_SECTIONS | {"sweep", "heatmap"}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Page(HTMLParser):
+    """What the checks need from a report: section ids, images, links, tags, and every attribute value."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.ids: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.links: list[str] = []
+        self.tags: set[str] = set()
+        self.attributes: list[str] = []
+        self.sections: list[str] = []
+        self.open_section: str | None = None
+        self.section_images: dict[str, int] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.add(tag)
+        self.attributes += [v for v in attrs.values() if v]
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+            self.open_section = attrs.get("id")
+        if tag == "img":
+            self.images.append(attrs)
+            self.section_images[self.open_section] = self.section_images.get(self.open_section, 0) + 1
+        if tag in ("a", "link") and "href" in attrs:
+            self.links.append(attrs["href"])
+
+
+def parse_report(path: Path) -> tuple[str, Page]:
+    text = path.read_text(encoding="utf-8")
+    page = Page()
+    page.feed(text)
+    page.close()
+    return text, page
+
+
+def assert_self_contained(text: str, page: Page) -> None:
+    """No network: no URL anywhere in the source, images embedded as PNG data URIs, no scripts/styles fetched."""
+    assert "http://" not in text and "https://" not in text
+    assert not page.tags & {"script", "link", "iframe", "object", "embed"}
+    for value in page.attributes:
+        assert not value.startswith("//") and "://" not in value, value
+    assert all(link.startswith("#") for link in page.links), page.links
+    assert page.images
+    for image in page.images:
+        src = image["src"]
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return run_smoke_sweep(tmp_path_factory)
+
+
+@pytest.mark.slow
+def test_report_of_a_run(smoke_run):
+    run_dir, _ = smoke_run
+    result = run_cli("bloodseg.report", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = run_dir / "report.html"
+    assert result.stdout.strip() == str(out)
+    text, page = parse_report(out)
+    assert_self_contained(text, page)
+    assert RUN_SECTIONS <= set(page.sections), page.sections
+    assert page.section_images.get("curves") == 1 and page.section_images.get("confusion") == 1
+    assert page.section_images.get("overlays") == 2  # best and worst test image
+    for words in ("Table 1. Semantic segmentation metrics", "Table 2. Class metrics", "Mean BF Score", "wbc"):
+        assert words in text
+    assert "wandb sync" in text  # where the offline W&B run is and how to upload it
+
+
+@pytest.mark.slow
+def test_report_of_a_sweep(sweep, tmp_path):
+    out = tmp_path / "sweep.html"
+    result = run_cli("bloodseg.report", str(sweep), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    text, page = parse_report(out)
+    assert_self_contained(text, page)
+    assert SWEEP_SECTIONS <= set(page.sections), page.sections
+    assert page.sections[:2] == ["sweep", "heatmap"]
+    assert page.section_images.get("heatmap") == 1  # one swept key: the bar chart stands in for the heatmap
+    for job in ("0", "1"):
+        assert f'<td class="l">{job}</td>' in text  # one table row per job
+    assert "Varying: seed." in text
+
+
+@pytest.mark.slow
+def test_two_swept_keys_get_the_sweep_heatmap(sweep, tmp_path):
+    """The same sweep with a second key varying between its jobs: sweep_report's heatmap is embedded."""
+    grid = tmp_path / "grid"
+    shutil.copytree(sweep, grid, ignore=shutil.ignore_patterns("*.ckpt", "wandb"))
+    for job, lr in (("0", "0.01"), ("1", "0.001")):
+        path = grid / job / ".hydra" / "overrides.yaml"
+        path.write_text(yaml.safe_dump([*yaml.safe_load(path.read_text()), f"optimizer.lr={lr}"]))
+    text, page = parse_report(write_report(grid))
+    assert_self_contained(text, page)
+    heatmap = [img for img in page.images if img.get("alt") == "sweep heatmap"]
+    assert len(heatmap) == 1
+
+
+def test_report_of_something_else_fails_cleanly(tmp_path):
+    result = run_cli("bloodseg.report", str(tmp_path))
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
