@@ -64,6 +64,7 @@ class DataConfig:
     max_translation: int = 10
     horizontal_flip: bool = True
     vertical_flip: bool = False
+    augment_on_device: bool | None = None
     batch_size: int = 4
     eval_batch_size: int = 8
     num_workers: int = 2

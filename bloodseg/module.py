@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from bloodseg.data.transforms import flip_shift_batch
 from bloodseg.losses import WeightedCrossEntropy
 from bloodseg.metrics.suite import SegmentationMetrics
 
@@ -51,6 +52,7 @@ class SegmentationModule(L.LightningModule):
         self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance)
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
+        self._train_store: tuple[torch.Tensor, torch.Tensor] | None = None  # device copy of the training set
 
     # ---- model -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -65,6 +67,26 @@ class SegmentationModule(L.LightningModule):
                 tensor.data = tensor.data.clone()
         self.val_metrics.reset()
         self.test_metrics.reset()
+
+    def on_fit_start(self) -> None:
+        """With data.augment_on_device, copy the training images to this device once."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and datamodule.augments_on_device():
+            train = datamodule.splits["train"]
+            self._train_store = (train.images.to(self.device), train.masks.to(self.device))
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, torch.Tensor], dataloader_idx: int
+    ) -> dict[str, torch.Tensor]:
+        """Gather and augment device-resident training images for index-only batches (one gather per batch)."""
+        if "image" in batch:
+            return batch
+        images, masks = self._train_store
+        index = batch["index"]
+        image, mask = flip_shift_batch(
+            images[index], masks[index], batch["hflip"], batch["vflip"], batch["dx"], batch["dy"]
+        )
+        return {"image": image, "mask": mask, "index": index}
 
     def configure_model(self) -> None:
         """Apply channels_last and torch.compile once the module is on its device."""
@@ -87,7 +109,8 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss = self.criterion(logits, batch["mask"].long())
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        # not on the progress bar: showing it every step would cost a host sync per step
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(logits))
         return loss
 
     def _eval_step(

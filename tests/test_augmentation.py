@@ -8,7 +8,7 @@ import torch
 from torchvision import tv_tensors
 
 from bloodseg.data.datasets import FivefoldTrainSet, augmentation_generator
-from bloodseg.data.transforms import FlipShift, random_flip_shift, resize_pair
+from bloodseg.data.transforms import FlipShift, flip_shift_batch, random_flip_shift, resize_pair
 
 
 def reference_flip_shift(array: np.ndarray, hflip: bool, vflip: bool, dx: int, dy: int, fill) -> np.ndarray:
@@ -117,3 +117,36 @@ def test_resize_is_bilinear_for_images_and_nearest_for_masks():
     assert set(big_mask.unique().tolist()) == {0, 2}  # no interpolated label values
     assert ((big_image > 0) & (big_image < 200)).any()  # smooth image edge
     assert torch.equal(big_mask[:, :30], torch.zeros(40, 30, dtype=torch.uint8))
+
+
+def test_batched_device_augmentation_equals_flip_shift_per_sample():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (24, 3, 29, 37), dtype=torch.uint8, generator=g)
+    masks = torch.randint(0, 3, (24, 29, 37), dtype=torch.uint8, generator=g)
+    hflip, vflip = torch.rand(24, generator=g) < 0.5, torch.rand(24, generator=g) < 0.5
+    dx, dy = torch.randint(-12, 13, (24,), generator=g), torch.randint(-12, 13, (24,), generator=g)
+    out_images, out_masks = flip_shift_batch(images, masks, hflip, vflip, dx, dy)
+    for b in range(24):
+        ref_image, ref_mask = FlipShift(bool(hflip[b]), bool(vflip[b]), int(dx[b]), int(dy[b]))(
+            tv_tensors.Image(images[b]), tv_tensors.Mask(masks[b])
+        )
+        assert torch.equal(out_images[b], ref_image) and torch.equal(out_masks[b], ref_mask)
+
+
+def test_index_only_samples_carry_the_same_augmentation():
+    images = torch.randint(0, 256, (3, 3, 20, 24), dtype=torch.uint8)
+    masks = torch.randint(0, 3, (3, 20, 24), dtype=torch.uint8)
+    full = FivefoldTrainSet(images, masks, 4, 10, True, True, seed=5)
+    light = FivefoldTrainSet(images, masks, 4, 10, True, True, seed=5, on_device=True)
+    for index in range(len(full)):
+        a, b = full[(index, 2)], light[(index, 2)]
+        assert "image" not in b
+        image, mask = flip_shift_batch(
+            images[b["index"]][None],
+            masks[b["index"]][None],
+            b["hflip"][None],
+            b["vflip"][None],
+            b["dx"][None],
+            b["dy"][None],
+        )
+        assert torch.equal(image[0], a["image"]) and torch.equal(mask[0], a["mask"])

@@ -130,3 +130,25 @@ def test_checkpoint_with_other_classes_is_rejected(smoke_run, cellavision_dir, t
         "trained for 3 classes ['background', 'rbc', 'wbc']" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_device_side_augmentation_trains_exactly_like_the_loader_path(tmp_path):
+    """data.augment_on_device (default on CUDA) gives the same batches, so the same weights, as the v2 loader."""
+    common = [
+        *SMOKE,
+        "trainer.limit_train_batches=3",
+        "trainer.max_epochs=2",
+        "test_after_fit=false",
+        "callbacks.progress_bar=none",
+        "logger=csv",
+        "trainer.deterministic=true",
+    ]
+    train(compose_train([*common, "data.augment_on_device=false"]), tmp_path / "loader")
+    train(compose_train([*common, "data.augment_on_device=true"]), tmp_path / "device")
+    a = torch.load(tmp_path / "loader/checkpoints/last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
+    b = torch.load(tmp_path / "device/checkpoints/last.ckpt", map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from bloodseg.data.datasets import EpochShuffle, EvalSet, EvenShardBatchSampler, FivefoldTrainSet
@@ -120,10 +121,13 @@ class BloodSmearDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         # The epoch about to run is the fit loop's count of processed epochs: right after resuming from
         # an end-of-epoch checkpoint too, where trainer.current_epoch and set_epoch still say the old one.
-        epoch_source = (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
+        epoch_source = (
+            (lambda: trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else None
+        )
         sampler = EpochShuffle(len(dataset), self.seed, shuffle, epoch_source)
         batches = EvenShardBatchSampler(sampler, batch_size, rank, world_size, require_every_rank=train)
-        workers = int(self.cfg.num_workers)
+        light = isinstance(dataset, FivefoldTrainSet) and dataset.on_device  # indices only: no workers needed
+        workers = 0 if light else int(self.cfg.num_workers)
         return DataLoader(
             dataset,
             batch_sampler=batches,
@@ -131,6 +135,13 @@ class BloodSmearDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def augments_on_device(self) -> bool:
+        """Whether training batches carry only indices and augmentation parameters (data.augment_on_device)."""
+        if self.cfg.augment_on_device is not None:
+            return bool(self.cfg.augment_on_device)
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
 
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]
@@ -142,6 +153,7 @@ class BloodSmearDataModule(L.LightningDataModule):
             bool(self.cfg.horizontal_flip),
             bool(self.cfg.vertical_flip),
             self.seed,
+            on_device=self.augments_on_device(),
         )
         return self._loader(dataset, int(self.cfg.batch_size), shuffle=True, train=True)
 

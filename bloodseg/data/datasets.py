@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 
-from bloodseg.data.transforms import random_flip_shift
+from bloodseg.data.transforms import FlipShift, random_flip_shift
 from bloodseg.errors import BloodsegError
 
 
@@ -50,32 +50,39 @@ class FivefoldTrainSet(Dataset):
         hflip: bool,
         vflip: bool,
         seed: int,
+        on_device: bool = False,
     ):
         if copies < 0 or max_translation < 0:
             raise BloodsegError("data.augment_copies and data.max_translation must be >= 0")
         self.images, self.masks = images, masks
-        self.copies, self.max_translation, self.hflip, self.vflip, self.seed = (
-            copies,
-            max_translation,
-            hflip,
-            vflip,
-            seed,
-        )
+        self.copies, self.max_translation, self.hflip, self.vflip = copies, max_translation, hflip, vflip
+        self.seed, self.on_device = seed, on_device
 
     def __len__(self) -> int:
         return len(self.images) * (self.copies + 1)
 
+    def augmentation(self, index: int, epoch: int) -> tuple[int, FlipShift]:
+        """The base image of sample ``index`` and its augmentation in ``epoch`` (identity for copy 0)."""
+        base, copy = divmod(index, self.copies + 1)
+        if not copy:
+            return base, FlipShift()
+        generator = augmentation_generator(self.seed, epoch, index)
+        return base, random_flip_shift(generator, self.max_translation, self.hflip, self.vflip)
+
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         index, epoch = key if isinstance(key, tuple) else (int(key), 0)
-        base, copy = divmod(index, self.copies + 1)
-        image, mask = self.images[base], self.masks[base]
-        if copy:
-            augment = random_flip_shift(
-                augmentation_generator(self.seed, epoch, index), self.max_translation, self.hflip, self.vflip
-            )
-            image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
-            image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
-        return {"image": image, "mask": mask, "index": torch.tensor(base)}
+        base, augment = self.augmentation(index, epoch)
+        if self.on_device:  # only what the GPU needs to gather and augment the batch itself
+            return {
+                "index": torch.tensor(base),
+                **{k: torch.tensor(v) for k, v in augment.make_params([]).items()},
+            }
+        image, mask = augment(tv_tensors.Image(self.images[base]), tv_tensors.Mask(self.masks[base]))
+        return {
+            "image": image.as_subclass(torch.Tensor),
+            "mask": mask.as_subclass(torch.Tensor),
+            "index": torch.tensor(base),
+        }
 
 
 class EpochShuffle(Sampler):

@@ -76,3 +76,32 @@ def random_flip_shift(
     return FlipShift(
         hflip and bool(draws[0] < 0.5), vflip and bool(draws[1] < 0.5), int(shifts[0]), int(shifts[1])
     )
+
+
+def flip_shift_batch(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    hflip: torch.Tensor,
+    vflip: torch.Tensor,
+    dx: torch.Tensor,
+    dy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`FlipShift` with per-sample parameters on a whole batch, in one gather (any device).
+
+    images (B,C,H,W), masks (B,H,W); hflip/vflip bool (B,), dx/dy int (B,). Gives exactly what
+    FlipShift gives sample by sample: out[y, x] = flipped[y - dy, x - dx], outside = 0 / 255.
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    src_y = torch.arange(height, device=device)[None, :] - dy.to(device)[:, None]  # (B, H)
+    src_x = torch.arange(width, device=device)[None, :] - dx.to(device)[:, None]  # (B, W)
+    valid = ((src_y >= 0) & (src_y < height))[:, :, None] & ((src_x >= 0) & (src_x < width))[:, None, :]
+    src_y, src_x = src_y.clamp(0, height - 1), src_x.clamp(0, width - 1)
+    src_y = torch.where(vflip.to(device)[:, None], height - 1 - src_y, src_y)
+    src_x = torch.where(hflip.to(device)[:, None], width - 1 - src_x, src_x)
+    flat = (src_y[:, :, None] * width + src_x[:, None, :]).flatten(1)  # (B, H*W)
+    out_images = images.flatten(2).gather(2, flat[:, None, :].expand(-1, channels, -1)).view_as(images)
+    out_masks = masks.flatten(1).gather(1, flat).view_as(masks)
+    out_images = torch.where(valid[:, None], out_images, torch.zeros((), dtype=images.dtype, device=device))
+    out_masks = torch.where(valid, out_masks, torch.full((), IGNORE_INDEX, dtype=masks.dtype, device=device))
+    return out_images, out_masks
