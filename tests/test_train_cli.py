@@ -6,20 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import compose_train, run_cli
+from conftest import SMOKE, compose_train, run_cli
 
 from bloodseg.train import train
 
 pytestmark = pytest.mark.slow
-SMOKE = ["experiment=segnet_vgg16", "debug=smoke"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smoke")
-    result = run_cli("bloodseg.train", *SMOKE, f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
 
 
 def test_smoke_run_writes_every_artifact(smoke_run):
@@ -81,6 +72,7 @@ def test_resumed_training_is_exactly_the_uninterrupted_one(tmp_path):
         "trainer.deterministic=true",
         "test_after_fit=false",
         "callbacks.progress_bar=none",
+        "logger=csv",
     ]
     train(compose_train([*common, "trainer.max_epochs=2"]), tmp_path / "straight")
     train(compose_train([*common, "trainer.max_epochs=1"]), tmp_path / "first")
