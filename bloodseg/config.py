@@ -276,6 +276,7 @@ class EvaluateConfig:
     gt_dir: str | None = None
     image_dir: str | None = None
     split: str = "test"
+    network_size: list[int] | None = None
     output_dir: str | None = None
     batch_size: int = 8
     data: DataConfig | None = None

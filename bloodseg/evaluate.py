@@ -48,9 +48,14 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
     ckpt_path = Path(cfg.ckpt_path).expanduser()
     module = load_module(ckpt_path, cfg.evaluation.bf_tolerance)
     meta = module.meta
+    module.network_size = list(cfg.network_size or meta["image_size"])
     data_cfg = cfg.data if cfg.data is not None else OmegaConf.create(meta["config"]["data"])
     data_cfg = OmegaConf.merge(
-        data_cfg, {"eval_batch_size": cfg.batch_size, "image_size": meta["image_size"]}
+        data_cfg,
+        {
+            "eval_batch_size": cfg.batch_size,
+            "image_size": list(cfg.data.image_size) if cfg.data else meta["image_size"],
+        },
     )
     datamodule = BloodSmearDataModule(
         data_cfg, seed=meta["config"]["seed"], split=meta["split"], eval_split=cfg.split

@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torchvision.transforms.v2 import functional as F
 
 from bloodseg.data.transforms import flip_shift_batch
 from bloodseg.losses import WeightedCrossEntropy
@@ -53,6 +54,7 @@ class SegmentationModule(L.LightningModule):
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
         self._train_store: tuple[torch.Tensor, torch.Tensor] | None = None  # device copy of the training set
+        self.network_size: list[int] | None = None  # evaluation: run the network at this size (see forward)
 
     # ---- model -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -101,9 +103,20 @@ class SegmentationModule(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class scores (N,K,H,W) for uint8 images (N,3,H,W)."""
+        """Class scores (N,K,H,W) for uint8 images (N,3,H,W).
+
+        With ``network_size`` set (evaluation), the images are resized to it for the network and the
+        scores resized back (bilinear): the paper's resize-predict-resize at any scoring resolution.
+        """
         net = self._compiled if self._compiled is not None else self.net
-        return net(self.normalize(images))
+        size = tuple(images.shape[-2:])
+        if self.network_size is None or tuple(self.network_size) == size:
+            return net(self.normalize(images))
+        small = F.resize(images, list(self.network_size), antialias=True)
+        logits = net(self.normalize(small))
+        return torch.nn.functional.interpolate(
+            logits.float(), size=size, mode="bilinear", align_corners=False
+        )
 
     # ---- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -136,3 +136,23 @@ def test_stray_ground_truth_values_are_ignored_and_counted(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["stray_ground_truth_pixels"] == 6
     assert "s0.png" in result.stderr
+
+
+def test_scoring_at_another_resolution_resizes_around_the_network(smoke_run, tmp_path):
+    """The paper's resize-predict-resize: network at its training size (64x96), scores at 128x192."""
+    run_dir, _ = smoke_run
+    result = run_cli(
+        "bloodseg.evaluate",
+        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
+        "data=synthetic",
+        "data.image_size=[128,192]",
+        f"output_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    total = sum(map(sum, metrics["confusion_matrix"]["counts"]))
+    assert metrics["num_images"] == 13 and total > 3.5 * sum(map(sum, trained["confusion_matrix"]["counts"]))
+    overlay = next(tmp_path.glob("overlay_best_*.png"))
+    assert Image.open(overlay).height >= 128
