@@ -38,7 +38,9 @@ def configuration(jobs: list[JobRecord]) -> dict:
     entry = {
         "experiment": jobs[0].overrides.get("experiment"),
         "overrides": overrides,
-        "command": "python -m bloodseg.train -m " + " ".join(overrides) + (f" seed={','.join(seeds)}" if seeds else ""),
+        "command": "python -m bloodseg.train -m "
+        + " ".join(overrides)
+        + (f" seed={','.join(seeds)}" if seeds else ""),
         "seeds": [int(s) if s.isdigit() else s for s in seeds],
         "num_jobs": len(jobs),
         "failed_jobs": len(jobs) - len(done),
@@ -47,7 +49,9 @@ def configuration(jobs: list[JobRecord]) -> dict:
         "classes": {},
     }
     for key in DATASET_KEYS:
-        entry["dataset"][key], entry["dataset_std"][key] = _mean_std([job.metrics["dataset"][key] for job in done])
+        entry["dataset"][key], entry["dataset_std"][key] = _mean_std(
+            [job.metrics["dataset"][key] for job in done]
+        )
     names = list(done[0].metrics["classes"]) if done else []
     for name in names:
         entry["classes"][name] = {}
@@ -74,8 +78,11 @@ def aggregate(multirun_dirs: list[Path]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m bloodseg.aggregate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bloodseg.aggregate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("multirun_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="results.json to write")
     args = parser.parse_args(argv)

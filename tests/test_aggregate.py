@@ -17,20 +17,33 @@ def make_job(root, num, overrides, mean_iou=None, status=None):
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if mean_iou is not None:
-        dataset = {"global_accuracy": 0.9, "mean_accuracy": 0.8, "mean_iou": mean_iou, "weighted_iou": 0.85,
-                   "mean_bf_score": mean_iou / 2}
+        dataset = {
+            "global_accuracy": 0.9,
+            "mean_accuracy": 0.8,
+            "mean_iou": mean_iou,
+            "weighted_iou": 0.85,
+            "mean_bf_score": mean_iou / 2,
+        }
         classes = {c: {"accuracy": 0.8, "iou": mean_iou, "mean_bf_score": 0.5} for c in ("background", "wbc")}
-        (job / "metrics.json").write_text(json.dumps({"dataset": dataset, "classes": classes, "model_init": "random"}))
+        (job / "metrics.json").write_text(
+            json.dumps({"dataset": dataset, "classes": classes, "model_init": "random"})
+        )
     if status:
         (job / "job_status.json").write_text(json.dumps(status))
 
 
 @pytest.fixture
 def sweep(tmp_path):
-    for num, (lr, seed, iou) in enumerate([("0.01", 1, 0.70), ("0.01", 2, 0.74), ("0.001", 1, 0.80), ("0.001", 2, 0.84)]):
+    for num, (lr, seed, iou) in enumerate(
+        [("0.01", 1, 0.70), ("0.01", 2, 0.74), ("0.001", 1, 0.80), ("0.001", 2, 0.84)]
+    ):
         make_job(tmp_path, num, ["experiment=segnet_vgg16", f"optimizer.lr={lr}", f"seed={seed}"], iou)
-    make_job(tmp_path, 4, ["experiment=segnet_vgg16", "optimizer.lr=0.1", "seed=1"],
-             status={"status": "failed", "error": "BloodsegError: boom"})
+    make_job(
+        tmp_path,
+        4,
+        ["experiment=segnet_vgg16", "optimizer.lr=0.1", "seed=1"],
+        status={"status": "failed", "error": "BloodsegError: boom"},
+    )
     return tmp_path
 
 
@@ -42,7 +55,10 @@ def test_configurations_average_over_seeds(sweep):
     assert best["dataset_std"]["mean_iou"] == pytest.approx(statistics.stdev([0.80, 0.84]))
     assert best["classes"]["wbc"]["iou"] == pytest.approx(0.82)
     assert results["best"]["overrides"] == best["overrides"]
-    assert results["best"]["command"] == "python -m bloodseg.train -m experiment=segnet_vgg16 optimizer.lr=0.001 seed=1,2"
+    assert (
+        results["best"]["command"]
+        == "python -m bloodseg.train -m experiment=segnet_vgg16 optimizer.lr=0.001 seed=1,2"
+    )
     failed = runs[("experiment=segnet_vgg16", "optimizer.lr=0.1")]
     assert failed["failed_jobs"] == 1 and failed["dataset"]["mean_iou"] is None
 
@@ -50,5 +66,8 @@ def test_configurations_average_over_seeds(sweep):
 def test_sweep_table_sorts_by_mean_iou_and_lists_failures(sweep):
     text = write_sweep_summary(sweep)["md"].read_text()
     lines = [line for line in text.splitlines() if line.startswith("| 0.")]
-    assert [line.split("|")[1].strip() for line in lines][:2] == ["0.001", "0.001"]  # best configuration first
+    assert [line.split("|")[1].strip() for line in lines][:2] == [
+        "0.001",
+        "0.001",
+    ]  # best configuration first
     assert "BloodsegError: boom" in text and "1 failed or incomplete" in text

@@ -1,0 +1,248 @@
+"""Whole-smear prediction: tiling without seams, sizes back to the input's, outputs, counts, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONF_DIR, run_cli
+from hydra import compose, initialize_config_dir
+from PIL import Image
+from torch import nn
+
+from bloodseg.config import check_config
+from bloodseg.data.synthetic import generate_smear
+from bloodseg.errors import BloodsegError
+from bloodseg.module import SegmentationModule
+from bloodseg.predict import (
+    PredictMode,
+    edge_ramp,
+    list_inputs,
+    make_field,
+    output_stems,
+    predict,
+    predict_fields,
+    predict_image,
+    separation,
+    tile_origins,
+)
+
+TILE = (64, 96)
+META = {
+    "class_names": ["background", "rbc", "wbc"],
+    "class_colors": [[255, 255, 0], [0, 0, 255], [0, 255, 0]],
+    "image_size": list(TILE),
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+
+
+@pytest.fixture(scope="module")
+def local_model() -> SegmentationModule:
+    """A fully convolutional network whose outputs see 7x7 pixels: tiles can reproduce it exactly."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 3, 3, padding=1),
+    )
+    return SegmentationModule(net, torch.ones(3), META).eval()
+
+
+def full_forward(module, image: np.ndarray) -> np.ndarray:
+    """The untiled prediction: one forward pass of the fully convolutional net on the whole image."""
+    with torch.inference_mode():
+        return module(torch.from_numpy(image).permute(2, 0, 1)[None].contiguous())[0].argmax(0).numpy()
+
+
+def test_predict_config_composes_with_its_schema():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="predict", overrides=["ckpt_path=x.ckpt", "input=in", "predict.mode=tile"])
+        check_config(cfg)
+        assert cfg.predict.mode == PredictMode.tile and cfg.predict.scale == 1.0
+        with pytest.raises(Exception, match="min_cel_area"):
+            compose(config_name="predict", overrides=["predict.min_cel_area=3"])
+        with pytest.raises(Exception) as error:
+            compose(config_name="predict", overrides=["predict.mode=tiles"])
+        assert "expected one of [auto, tile, resize]" in str(error.value.__cause__)
+        with pytest.raises(BloodsegError, match="predict.extra"):
+            check_config(compose(config_name="predict", overrides=["+predict.extra=1"]))
+
+
+@pytest.mark.parametrize("length", [64, 65, 100, 300, 1944])
+def test_tiles_cover_the_image_and_overlap(length):
+    starts = tile_origins(length, 64, 16)
+    assert starts[0] == 0 and starts[-1] + 64 == max(length, 64)
+    assert all(0 < b - a <= 64 - 16 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_blending_weights_are_never_zero_and_untapered_at_the_image_border():
+    inner = edge_ramp(64, 16, start=True, end=True)
+    border = edge_ramp(64, 16, start=False, end=True)
+    assert inner.min() > 0 and inner[16:-16].eq(1).all() and inner[0] < 0.01
+    assert border[0] == 1 and border[-1] < 0.01
+    assert edge_ramp(64, 0, True, True).eq(1).all()
+
+
+@pytest.mark.parametrize("size", [(128, 192), (150, 211)])
+def test_tiling_leaves_no_seams(local_model, size):
+    """Tiled and untiled predictions of an image that fits both ways agree (>= 99% of pixels)."""
+    image, _, _ = generate_smear(3, *size)
+    tiled = predict_image(local_model, image, PredictMode.tile, overlap=0.25, batch_size=5)
+    untiled = full_forward(local_model, image)
+    assert tiled.shape == size
+    assert (tiled == untiled).mean() >= 0.99
+    field = make_field("x", image, PredictMode.tile, TILE, 1.0, 0.25)
+    assert len(field.boxes) > 1  # it really was tiled
+
+
+def test_auto_mode_tiles_large_images_and_resizes_small_ones():
+    large, _, _ = generate_smear(0, 200, 300)
+    small, _, _ = generate_smear(0, 50, 60)
+    assert make_field("l", large, PredictMode.auto, TILE, 1.0, 0.25).mode == "tile"
+    assert make_field("s", small, PredictMode.auto, TILE, 1.0, 0.25).mode == "resize"
+    assert make_field("l", large, PredictMode.auto, TILE, 0.25, 0.25).mode == "resize"  # 50x75 after scaling
+    assert make_field("l", large, PredictMode.resize, TILE, 1.0, 0.25).boxes == [(0, 0)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "scale", "size"),
+    [
+        ("tile", 1.0, (130, 250)),
+        ("tile", 0.5, (260, 500)),
+        ("resize", 1.0, (130, 250)),
+        ("tile", 1.0, (40, 300)),
+    ],
+)
+def test_labels_come_back_at_the_input_size(local_model, mode, scale, size):
+    image, _, _ = generate_smear(1, *size)
+    labels = predict_image(local_model, image, PredictMode(mode), scale=scale)
+    assert labels.shape == size and labels.dtype == np.uint8 and labels.max() < 3
+
+
+def test_scaling_matches_predicting_the_resampled_image(local_model):
+    image, _, _ = generate_smear(2, 256, 384)
+    half = np.asarray(Image.fromarray(image).resize((192, 128), Image.BILINEAR))
+    scaled = predict_image(local_model, image, PredictMode.tile, scale=0.5)
+    direct = predict_image(local_model, half, PredictMode.tile)
+    assert (scaled[::2, ::2] == direct).mean() > 0.9  # same decisions, up to resampling at the edges
+
+
+def test_batches_across_images_give_the_same_labels(local_model):
+    images = [generate_smear(s, h, w)[0] for s, (h, w) in enumerate([(100, 150), (40, 50), (130, 100)])]
+    alone = [predict_image(local_model, im, batch_size=1) for im in images]
+    fields = [make_field(str(i), im, PredictMode.auto, TILE, 1.0, 0.25) for i, im in enumerate(images)]
+    batched = list(predict_fields(local_model, iter(fields), TILE, 4, torch.device("cpu")))
+    assert [f.name for f in batched] == ["0", "1", "2"]
+    for one, field in zip(alone, batched, strict=True):
+        np.testing.assert_array_equal(one, field.labels())
+
+
+def test_separation_keeps_one_class_and_whitens_the_rest():
+    image = np.full((2, 2, 3), 7, np.uint8)
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    out = separation(image, labels, 1)
+    assert (out[0, 1] == 7).all() and (out[1, 1] == 7).all()
+    assert (out[0, 0] == 255).all() and (out[1, 0] == 255).all()
+
+
+def test_inputs_missing_or_empty_fail_clearly(tmp_path):
+    with pytest.raises(BloodsegError, match="does not exist"):
+        list_inputs(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(BloodsegError, match="no image files"):
+        list_inputs(tmp_path)
+    names = output_stems([tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"])
+    assert sorted(names.values()) == ["a_jpg", "a_png", "b"]
+
+
+# ---- through the CLI with the trained smoke checkpoint (SegNet, 64x96) ----------------------------
+def write_inputs(folder):
+    """A whole field larger than the training size, RGBA, 16-bit grey, a small crop and a corrupt file."""
+    folder.mkdir()
+    field, _, _ = generate_smear(11, 130, 200)
+    Image.fromarray(field).save(folder / "field.png")
+    Image.fromarray(generate_smear(12, 90, 120)[0]).convert("RGBA").save(folder / "rgba.png")
+    grey = generate_smear(13, 70, 100)[0].mean(2).astype(np.uint16) * 257
+    Image.fromarray(grey).save(folder / "grey16.png")
+    Image.fromarray(generate_smear(14, 40, 50)[0]).save(folder / "small.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return {"field.png": (130, 200), "rgba.png": (90, 120), "grey16.png": (70, 100), "small.jpg": (40, 50)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["auto", "resize"])
+def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
+    run_dir, _ = smoke_run
+    sizes = write_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    result = run_cli(
+        "bloodseg.predict",
+        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
+        f"input={tmp_path / 'in'}",
+        f"output_dir={out}",
+        f"predict.mode={mode}",
+        "predict.batch_size=4",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "broken.png" in result.stderr and "skipped 1" in result.stdout
+    assert "alpha channel dropped" in result.stderr and "scaled to 8-bit" in result.stderr
+    for name, size in sizes.items():
+        stem = name.rsplit(".", 1)[0]
+        labels = np.asarray(Image.open(out / f"{stem}_labels.png"))
+        assert labels.shape == size and labels.max() < 3
+        for suffix in ("overlay", "rbc", "wbc"):
+            assert Image.open(out / f"{stem}_{suffix}.png").size == (size[1], size[0])
+        image = np.asarray(Image.open(out / f"{stem}_rbc.png"))
+        assert (image[labels != 1] == 255).all()
+    with open(out / "counts.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["image", "rbc_count", "rbc_area_px", "wbc_count", "wbc_area_px"]
+    assert sorted(r["image"] for r in rows) == sorted(sizes)
+    labels = np.asarray(Image.open(out / "field_labels.png"))
+    row = next(r for r in rows if r["image"] == "field.png")
+    assert int(row["rbc_area_px"]) == int((labels == 1).sum())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["predicted"] == 4
+    assert [s["file"].rsplit("/", 1)[-1] for s in summary["skipped"]] == ["broken.png"]
+    modes = {r["image"]: r["mode"] for r in summary["images"]}
+    assert modes["field.png"] == ("tile" if mode == "auto" else "resize") and modes["small.jpg"] == "resize"
+
+
+def compose_predict(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="predict", overrides=list(overrides))
+
+
+@pytest.mark.slow
+def test_predict_errors_are_clear(smoke_run, tmp_path):
+    """Bad input fails with one line and exit code 2 (through the CLI), naming what to fix."""
+    run_dir, _ = smoke_run
+    ckpt = f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"not an image")
+    Image.fromarray(generate_smear(0, 40, 50)[0]).save(tmp_path / "one.png")
+    for args, message in (
+        ([ckpt, f"input={tmp_path / 'missing'}"], "does not exist"),
+        ([ckpt, f"input={tmp_path / 'bad'}"], "none of the 1 file(s)"),
+    ):
+        result = run_cli("bloodseg.predict", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in result.stderr and "Traceback" not in result.stderr
+    for args, message in (
+        ([ckpt, f"input={tmp_path / 'empty'}"], "no image files"),
+        ([f"ckpt_path={tmp_path / 'x.ckpt'}", f"input={tmp_path / 'one.png'}"], "x.ckpt does not exist"),
+        ([ckpt, f"input={tmp_path / 'one.png'}", "predict.scale=0"], "predict.scale"),
+        ([ckpt, f"input={tmp_path / 'one.png'}", "predict.overlap=1.5"], "predict.overlap"),
+        ([ckpt], "input=FILE_OR_DIR"),
+    ):
+        with pytest.raises(BloodsegError, match=re.escape(message)):
+            predict(compose_predict(*args), tmp_path / "out")
