@@ -106,6 +106,10 @@ def timed(fn, device: torch.device, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
 def measure_bf_score(cfg: DictConfig, device: torch.device) -> dict:
     """BF score of bench.bf_batch_size masks at data.image_size: ours on device vs the scipy reference."""
     size = list(cfg.data.image_size)
@@ -134,7 +138,7 @@ def measure_bf_score(cfg: DictConfig, device: torch.device) -> dict:
         "classes": classes,
         "ours_ms": round(ours_s * 1e3, 3),
         "scipy_reference_ms": round(reference_s * 1e3, 3),
-        "speedup": round(reference_s / ours_s, 2),
+        "speedup": _significant(reference_s / ours_s, 3),  # 0.23x stays 0.23, not 0.2
         "agrees_with_reference": bool(agree),
     }
 
@@ -326,9 +330,9 @@ def measure_train_step(cfg: DictConfig, device: torch.device) -> dict:
 def _flop_fields(flops_per_image: float, images_per_s: float, device: torch.device) -> dict:
     tflops = flops_per_image * images_per_s / 1e12
     peak = peak_flops(device)
-    return {
-        "gflop_per_image": round(flops_per_image / 1e9, 2),
-        "tflops": round(tflops, 3),
+    return {  # significant digits, not decimals: a CPU's 0.0115 TFLOP/s must not read as 0.012
+        "gflop_per_image": _significant(flops_per_image / 1e9),
+        "tflops": _significant(tflops),
         "mfu": round(tflops * 1e12 / peak, 4) if peak else None,
     }
 

@@ -46,44 +46,37 @@ FIELDS = {
 }
 
 
-def test_smoke_bench_measures_train_step_inference_and_evaluation(tmp_path):
-    found = {
-        r["name"]: r
-        for r in records(
-            run_cli(
-                "bloodseg.bench",
-                "debug=smoke",
-                "bench.measurements=[train_step,inference,evaluation]",
-                f"hydra.run.dir={tmp_path}",
-            )
-        )
-    }
-    assert set(found) == {"train_step", "inference", "evaluation"}
-    for record in found.values():
-        assert FIELDS <= set(record) and record["images_per_s"] > 0 and record["device"].startswith("cpu")
-        assert record["precision"] == "32-true" and record["mfu"] is None  # no MFU off H100-class GPUs
-    train = found["train_step"]
-    assert train["batch_size"] == 2 and train["steps"] == 3
-    assert train["ratio_vs_plain"] == pytest.approx(
-        train["images_per_s"] / train["plain_loop_images_per_s"], rel=0.01
-    )
-    assert train["tflops"] == pytest.approx(train["gflop_per_image"] * train["images_per_s"] / 1000, rel=0.02)
-    assert found["inference"]["batch_size"] == 32
-    evaluation = found["evaluation"]
-    assert evaluation["overhead_vs_inference"] == pytest.approx(
-        evaluation["inference_images_per_s"] / evaluation["images_per_s"] - 1, abs=1e-3
-    )
-
-
-def test_bench_measures_several_models(tmp_path):
+def test_smoke_bench_measures_train_step_inference_and_evaluation_of_each_model(tmp_path):
     found = records(
         run_cli(
             "bloodseg.bench",
             "debug=smoke",
-            "bench.measurements=[inference]",
+            "bench.measurements=[train_step,inference,evaluation]",
             "bench.models=[segnet_vgg16,unet]",
-            "model.compile=false",
+            "bench.warmup_steps=1",
+            "bench.inference_batch_size=8",
             f"hydra.run.dir={tmp_path}",
         )
     )
-    assert [r["model"] for r in found] == ["segnet_vgg16", "unet"]
+    assert [(r["model"], r["name"]) for r in found] == [
+        (model, name)
+        for name in ("train_step", "inference", "evaluation")
+        for model in ("segnet_vgg16", "unet")
+    ]
+    for record in found:
+        assert FIELDS <= set(record) and record["images_per_s"] > 0 and record["device"].startswith("cpu")
+        assert record["precision"] == "32-true" and record["mfu"] is None  # no MFU off H100-class GPUs
+        assert record["warmup_steps"] == 1
+    for model in ("segnet_vgg16", "unet"):
+        train, inference, evaluation = (r for r in found if r["model"] == model)
+        assert train["batch_size"] == 2 and train["steps"] == 3
+        assert train["ratio_vs_plain"] == pytest.approx(
+            train["images_per_s"] / train["plain_loop_images_per_s"], rel=0.01
+        )
+        assert train["tflops"] == pytest.approx(
+            train["gflop_per_image"] * train["images_per_s"] / 1000, rel=0.02
+        )
+        assert inference["batch_size"] == 8
+        assert evaluation["overhead_vs_inference"] == pytest.approx(
+            evaluation["inference_images_per_s"] / evaluation["images_per_s"] - 1, abs=1e-3
+        )
