@@ -1,4 +1,4 @@
-"""``python -m bloodseg.aggregate MULTIRUN_DIR... --out results.json``: mean and std over seeds.
+"""``python -m bloodseg.aggregate MULTIRUN_DIR... --out results.json [--md tables.md]``: mean, std over seeds.
 
 Jobs of the given multirun directories are grouped by their overrides without ``seed``; each group
 becomes one configuration with the mean and standard deviation over its seeds of every dataset
@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bloodseg.metrics.report import DATASET_KEYS
+from bloodseg.metrics.report import DATASET_KEYS, DATASET_LABELS
 from bloodseg.sweep_report import JobRecord, collect_jobs
 
 IGNORED_KEYS = ("seed", "hydra.sweep.dir", "hydra.run.dir")
@@ -76,6 +76,38 @@ def aggregate(multirun_dirs: list[Path]) -> dict:
     return {"best": best, "runs": runs}
 
 
+def _mean_pm_std(mean: float | None, std: float | None) -> str:
+    return "n/a" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def results_markdown(results: dict) -> str:
+    """Markdown tables of results.json: Table 1 (dataset metrics) per configuration, best first, and
+    Table 2 (per-class accuracy / IoU / mean BF) of the best configuration; cells are mean ± std."""
+    runs = sorted(results["runs"], key=lambda run: -(run["dataset"]["mean_iou"] or float("-inf")))
+    lines = [
+        "| configuration | seeds | " + " | ".join(DATASET_LABELS) + " |",
+        "| --- | --- |" + " --- |" * len(DATASET_KEYS),
+    ]
+    for run in runs:
+        label = " ".join(run["overrides"]) or "(defaults)"
+        cells = [_mean_pm_std(run["dataset"][key], run["dataset_std"][key]) for key in DATASET_KEYS]
+        lines.append(f"| `{label}` | {len(run['seeds'])} | " + " | ".join(cells) + " |")
+    best = results["best"]
+    if best:
+        lines += [
+            "",
+            "| class (best configuration) | Accuracy | IoU | Mean BF Score |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, values in best["classes"].items():
+            cells = [
+                _mean_pm_std(values[key], values[f"{key}_std"])
+                for key in ("accuracy", "iou", "mean_bf_score")
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -85,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("multirun_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="results.json to write")
+    parser.add_argument("--md", type=Path, help="also write the tables (mean ± std over seeds) as markdown")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.multirun_dirs if not d.is_dir()]
     if missing:
@@ -93,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     results = aggregate(args.multirun_dirs)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{len(results['runs'])} configurations -> {args.out}")
+    if args.md:
+        args.md.write_text(results_markdown(results))
+        print(f"tables -> {args.md}")
     return 0
 
 
