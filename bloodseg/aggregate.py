@@ -84,12 +84,14 @@ def results_markdown(results: dict) -> str:
     """Markdown tables of results.json: Table 1 (dataset metrics) per configuration, best first, and
     Table 2 (per-class accuracy / IoU / mean BF) of the best configuration; cells are mean ± std."""
     runs = sorted(results["runs"], key=lambda run: -(run["dataset"]["mean_iou"] or float("-inf")))
-    lines = [
+    common = set.intersection(*(set(run["overrides"]) for run in runs)) if len(runs) > 1 else set()
+    lines = [f"Overrides of every configuration: `{' '.join(sorted(common))}`", ""] if common else []
+    lines += [
         "| configuration | seeds | " + " | ".join(DATASET_LABELS) + " |",
         "| --- | --- |" + " --- |" * len(DATASET_KEYS),
     ]
     for run in runs:
-        label = " ".join(run["overrides"]) or "(defaults)"
+        label = " ".join(o for o in run["overrides"] if o not in common) or "(defaults)"
         cells = [_mean_pm_std(run["dataset"][key], run["dataset_std"][key]) for key in DATASET_KEYS]
         lines.append(f"| `{label}` | {len(run['seeds'])} | " + " | ".join(cells) + " |")
     best = results["best"]

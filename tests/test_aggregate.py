@@ -76,10 +76,12 @@ def test_sweep_table_sorts_by_mean_iou_and_lists_failures(sweep):
 def test_markdown_tables_show_mean_and_std_best_first(sweep, tmp_path):
     out, md = tmp_path / "results.json", tmp_path / "tables.md"
     assert main([str(sweep), "--out", str(out), "--md", str(md)]) == 0
-    rows = [line for line in md.read_text().splitlines() if line.startswith("| `")]
+    text = md.read_text()
+    assert text.startswith("Overrides of every configuration: `experiment=segnet_vgg16`")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
     # lr 1e-3: mean IoU (0.80 + 0.84) / 2 = 0.82, sample std 0.02 * sqrt(2) = 0.028; lr 1e-2: 0.72 +- 0.028
-    assert "optimizer.lr=0.001" in rows[0] and "| 0.820 ± 0.028 |" in rows[0]
+    assert "experiment=" not in rows[0] and "optimizer.lr=0.001" in rows[0] and "| 0.820 ± 0.028 |" in rows[0]
     assert "optimizer.lr=0.01" in rows[1] and "| 0.720 ± 0.028 |" in rows[1]
     assert "optimizer.lr=0.1" in rows[2] and "n/a" in rows[2]  # the failed configuration is kept
-    assert "| wbc | 0.800 ± 0.000 | 0.820 ± 0.028 | 0.500 ± 0.000 |" in md.read_text()
+    assert "| wbc | 0.800 ± 0.000 | 0.820 ± 0.028 | 0.500 ± 0.000 |" in text
     assert json.loads(out.read_text())["best"]["overrides"][1] == "optimizer.lr=0.001"
