@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from omegaconf import OmegaConf
 
 from bloodseg.builders import load_module
+from bloodseg.data.labels import ClassTable
+from bloodseg.data.loading import load_images
+from bloodseg.data.sources import cellavision_pairs
 from bloodseg.predict import PredictMode, predict_image
-
-VALUE_TO_CLASS = {0: 0, 128: 1, 255: 2}  # CellaVision mask values; anything else is ignored
 
 
 def mosaic(pieces: list[np.ndarray]) -> np.ndarray:
@@ -32,24 +33,16 @@ def mosaic(pieces: list[np.ndarray]) -> np.ndarray:
 def main(run_dir: Path, root: Path, mosaics: int = 5) -> dict:
     """Accuracy of tiled and untiled predictions on mosaics of the run's test crops, and agreement."""
     module = load_module(run_dir / "checkpoints" / "last.ckpt").eval()
-    height, width = (int(v) for v in module.meta["image_size"])
-    test = json.loads((run_dir / "split.json").read_text())["test"]
-    lut = np.full(256, 255, np.uint8)
-    for value, cls in VALUE_TO_CLASS.items():
-        lut[value] = cls
+    table = ClassTable.from_config(OmegaConf.load(run_dir / ".hydra" / "config.yaml").data.classes)
+    test = set(json.loads((run_dir / "split.json").read_text())["test"])
+    pairs = [pair for pair in cellavision_pairs(root) if pair.id in test]
+    loaded = load_images(pairs, table, list(module.meta["image_size"]))  # the training resize
+    images, masks = loaded.images.permute(0, 2, 3, 1).numpy(), loaded.masks.numpy()
     rng = np.random.default_rng(0)
     scores = {"tiled_accuracy": [], "untiled_accuracy": [], "agreement": []}
     for _ in range(mosaics):
-        stems = rng.choice(test, 6, replace=False)
-        image = mosaic(
-            [np.asarray(Image.open(root / f"{s}.bmp").convert("RGB").resize((width, height))) for s in stems]
-        )
-        truth = mosaic(
-            [
-                lut[np.asarray(Image.open(root / f"{s}.png").convert("L").resize((width, height), 0))]
-                for s in stems
-            ]
-        )
+        picked = rng.choice(len(pairs), 6, replace=False)
+        image, truth = mosaic(list(images[picked])), mosaic(list(masks[picked]))
         tiled = predict_image(module, image, PredictMode.tile, overlap=0.25)
         with torch.inference_mode():
             untiled = module(torch.from_numpy(image.copy()).permute(2, 0, 1)[None]).argmax(1)[0].numpy()
