@@ -27,6 +27,8 @@ from bloodseg.module import CHECKPOINT_KEY, SegmentationModule
 
 log = logging.getLogger(__name__)
 
+SEGNET_TARGET = "bloodseg.models.segnet.SegNet"
+
 
 def uses_cuda(trainer_cfg: DictConfig) -> bool:
     """Whether the trainer will run on CUDA devices."""
@@ -214,6 +216,8 @@ def load_module(path: str | Path, bf_tolerance: float = 0.0075) -> SegmentationM
     ):  # the weights come from the checkpoint
         if key in model_cfg:
             model_cfg[key] = off
+    if model_cfg.get("_target_") == SEGNET_TARGET and "pool_tie_tolerance" not in model_cfg:
+        model_cfg.pool_tie_tolerance = 0.0  # trained before the tie-robust pooling existed: classic argmax
     net = build_model(model_cfg, len(meta["class_names"]))
     module = SegmentationModule(net, torch.tensor(meta["class_weights"]), meta, bf_tolerance=bf_tolerance)
     module.load_state_dict(checkpoint["state_dict"])

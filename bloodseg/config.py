@@ -90,6 +90,7 @@ class SegNetConfig(ModelConfig):
     _target_: str = "bloodseg.models.segnet.SegNet"
     name: str = "segnet_vgg16"
     pretrained: Any = "auto"
+    pool_tie_tolerance: float = 0.01
 
 
 @dataclass

@@ -36,6 +36,23 @@ def test_checkpoint_evaluation_reproduces_the_training_numbers(smoke_run, tmp_pa
         assert (tmp_path / name).is_file()
 
 
+def test_checkpoint_evaluation_does_not_depend_on_the_batch_size(smoke_run, tmp_path):
+    """Scored one image at a time, the test split gets the training run's classes (rounding-only ties aside)."""
+    run_dir, _ = smoke_run
+    result = run_cli(
+        "bloodseg.evaluate",
+        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
+        "batch_size=1",
+        f"output_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = np.array(json.loads((run_dir / "metrics.json").read_text())["confusion_matrix"]["counts"])
+    alone = np.array(json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"]["counts"])
+    assert alone.sum() == trained.sum()
+    assert np.abs(alone - trained).sum() <= 2 * 0.0005 * trained.sum()  # at most 0.05% of pixels change class
+
+
 def test_checkpoint_evaluation_on_the_training_split(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     result = run_cli(

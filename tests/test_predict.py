@@ -246,3 +246,34 @@ def test_predict_errors_are_clear(smoke_run, tmp_path):
     ):
         with pytest.raises(BloodsegError, match=re.escape(message)):
             predict(compose_predict(*args), tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_segnet_classes_do_not_depend_on_batch_or_prediction_path(smoke_run):
+    """One image scored alone, in a batch shared with another image's tiles, and as one tile: the same classes.
+
+    Checked on every decided pixel (top-two logit margin beyond the parity tolerance; see
+    bloodseg.parity); the trained SegNet's tie-robust pooling keeps rounding from flipping the rest.
+    """
+    from bloodseg.builders import load_module
+    from bloodseg.parity import LOGIT_ATOL, LOGIT_RTOL, top_two_margin
+
+    module = load_module(smoke_run[0] / "checkpoints/last.ckpt")
+    tile = tuple(module.meta["image_size"])
+    images = [generate_smear(seed, *tile)[0] for seed in range(3)]
+    large = generate_smear(7, 2 * tile[0], 2 * tile[1])[0]
+    with torch.inference_mode():
+        logits = module(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()).numpy()
+    decided = top_two_margin(logits) > 2 * (LOGIT_ATOL + LOGIT_RTOL * np.abs(logits).max(1))
+    classes = logits.argmax(1)
+    fields = [make_field("large", large, PredictMode.tile, tile, 1.0, 0.25)]
+    fields += [make_field(str(i), im, PredictMode.auto, tile, 1.0, 0.25) for i, im in enumerate(images)]
+    shared = {f.name: f.labels() for f in predict_fields(module, iter(fields), tile, 5, torch.device("cpu"))}
+    for i, image in enumerate(images):
+        for labels in (
+            predict_image(module, image, PredictMode.resize, batch_size=1),
+            predict_image(module, image, PredictMode.tile, batch_size=1),
+            shared[str(i)],
+        ):
+            assert (labels[decided[i]] == classes[i][decided[i]]).all()
+    assert decided.mean() > 0.95

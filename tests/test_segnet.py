@@ -1,4 +1,4 @@
-"""SegNet-VGG16-BN: shapes, gradients, use of the pooling indices, and the pretrained options."""
+"""SegNet-VGG16-BN: shapes, gradients, classic and tie-robust unpooling, scripting, pretrained options."""
 
 from __future__ import annotations
 
@@ -56,26 +56,41 @@ def test_odd_sizes_and_gradients_reach_every_parameter(net, size):
     assert all(p.grad.abs().sum() > 0 for n, p in net.named_parameters() if n.endswith("weight"))
 
 
-def test_decoder_unpools_with_the_encoders_argmax_positions(net):
-    """Each unpooling output is non-zero only where its encoder stage's max-pool found the maximum."""
-    net.eval()
-    records = {"pool": [], "unpool": []}
-    h1 = net.pool.register_forward_hook(lambda m, i, o: records["pool"].append(o[1].clone()))
-    h2 = net.unpool.register_forward_hook(lambda m, i, o: records["unpool"].append(o.clone()))
-    try:
-        with torch.no_grad():
-            net(torch.randn(1, 3, 70, 90))
-    finally:
-        h1.remove()
-        h2.remove()
-    assert len(records["pool"]) == 5 and len(records["unpool"]) == 5
-    for indices, unpooled in zip(reversed(records["pool"]), records["unpool"], strict=True):
-        n, c, h, w = unpooled.shape
-        allowed = torch.zeros(n, c, h * w, dtype=torch.bool)
-        allowed.scatter_(2, indices.flatten(2), True)
-        nonzero = unpooled.flatten(2) != 0
-        assert not (nonzero & ~allowed).any()
-        assert nonzero.any()
+def classic_segnet_forward(net: SegNet, x: torch.Tensor) -> torch.Tensor:
+    """SegNet as published, written with torch's own max-pool indices and max-unpool: the reference."""
+    indices, sizes = [], []
+    for stage in net.encoder:
+        x = stage(x)
+        sizes.append(x.shape[-2:])
+        x, idx = nn.functional.max_pool2d(x, 2, 2, return_indices=True)
+        indices.append(idx)
+    for stage, idx, size in zip(net.decoder, reversed(indices), reversed(sizes), strict=True):
+        x = stage(nn.functional.max_unpool2d(x, idx, 2, 2, output_size=size))
+    return net.classifier(x)
+
+
+def test_tolerance_zero_is_classic_segnet_with_argmax_indices(net):
+    classic = SegNet(3, pretrained=False, pool_tie_tolerance=0.0)
+    classic.load_state_dict(net.state_dict())
+    classic.eval()
+    x = torch.randn(2, 3, 70, 90)
+    with torch.no_grad():
+        torch.testing.assert_close(classic(x), classic_segnet_forward(classic, x), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+@pytest.mark.parametrize("tolerance", [0.0, 0.01])
+def test_segnet_scripts_and_the_script_computes_the_same(tolerance):
+    torch.manual_seed(0)
+    model = SegNet(3, pretrained=False, pool_tie_tolerance=tolerance).eval()
+    x = torch.randn(2, 3, 45, 67)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(model)(x), model(x), rtol=0, atol=0)
+
+
+def test_a_negative_tie_tolerance_is_rejected():
+    with pytest.raises(ValueError, match="pool_tie_tolerance"):
+        SegNet(3, pretrained=False, pool_tie_tolerance=-1.0)
 
 
 def test_pretrained_from_a_local_state_dict(tmp_path):

@@ -5,6 +5,11 @@ that returns its indices. Decoder: the mirror image; each stage starts by max-un
 the indices of its encoder stage (so boundaries come back where the encoder saw them), then
 conv+BN+ReLU layers. A final 3x3 convolution gives K class scores; softmax is in the loss.
 Any input of at least 32x32 works: unpooling restores each stage's exact size.
+
+``pool_tie_tolerance`` (default 0.01) makes the pooling positions robust to rounding: window
+values within the tolerance of the maximum share the unpooled value continuously instead of one of
+them winning by the last bit (see ``bloodseg.models.pooling``), so the same image gets the same
+classes whatever the batch size, CPU kernel or runtime. 0 is classic SegNet (argmax indices).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from bloodseg.models import pooling
 from bloodseg.models.weights import load_imagenet_state_dict, resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,9 @@ def vgg16_bn_stages(features: nn.Sequential) -> nn.ModuleList:
 class SegNet(nn.Module):
     """SegNet-VGG16-BN for num_classes classes; ``pretrained`` is auto | true | false | a state-dict path."""
 
-    def __init__(self, num_classes: int, pretrained: bool | str | Path = "auto"):
+    def __init__(
+        self, num_classes: int, pretrained: bool | str | Path = "auto", pool_tie_tolerance: float = 0.01
+    ):
         super().__init__()
         features = make_layers(cfgs["D"], batch_norm=True)  # exactly torchvision's vgg16_bn().features
         for module in features.modules():
@@ -58,8 +66,11 @@ class SegNet(nn.Module):
         if state is not None:
             load_imagenet_state_dict(features, state, self.init_source)
         self.encoder = vgg16_bn_stages(features)
-        self.pool = nn.MaxPool2d(2, 2, return_indices=True)
-        self.unpool = nn.MaxUnpool2d(2, 2)
+        if pool_tie_tolerance < 0:
+            raise ValueError(
+                f"model.pool_tie_tolerance must be >= 0 (0 = classic SegNet), got {pool_tie_tolerance}"
+            )
+        self.pool_tie_tolerance = float(pool_tie_tolerance)
         decoder = []
         for i, channels in enumerate(DECODER_CHANNELS):
             cin = ENCODER_CHANNELS[len(ENCODER_CHANNELS) - 1 - i][-1]
@@ -76,22 +87,17 @@ class SegNet(nn.Module):
                 nn.init.zeros_(module.bias)
         self.num_classes = num_classes
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Size]]:
-        """Encoder features, the pooling indices of each stage and each stage's size before pooling."""
-        indices, sizes = [], []
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (N, K, H, W) for images (N, 3, H, W); TorchScript-compatible."""
+        routes: list[torch.Tensor] = []
+        sizes: list[list[int]] = []
         for stage in self.encoder:
             x = stage(x)
-            sizes.append(x.shape)
-            x, idx = self.pool(x)
-            indices.append(idx)
-        return x, indices, sizes
-
-    def decode(self, x: torch.Tensor, indices: list[torch.Tensor], sizes: list[torch.Size]) -> torch.Tensor:
-        """Class scores from the encoder output, unpooling with the encoder's indices."""
-        for stage, idx, size in zip(self.decoder, reversed(indices), reversed(sizes), strict=True):
-            x = stage(self.unpool(x, idx, output_size=size[-2:]))
+            sizes.append([x.shape[-2], x.shape[-1]])
+            x, route = pooling.pool(x, self.pool_tie_tolerance)
+            routes.append(route)
+        level = len(routes)
+        for stage in self.decoder:
+            level -= 1
+            x = stage(pooling.unpool(x, routes[level], sizes[level]))
         return self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, K, H, W) for images (N, 3, H, W)."""
-        return self.decode(*self.encode(x))
