@@ -187,7 +187,8 @@ def _table1_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None]]:
     return rows
 
 
-def _rules_line(metrics: dict[str, Any]) -> str:
+def rules_line(metrics: dict[str, Any]) -> str:
+    """The line naming the metric rule set of a metrics.json document (or saying it predates them)."""
     semantics = metrics.get("semantics")
     if semantics is None:
         return "Rules: not recorded (metrics written before metrics_version 2: BF not as MATLAB's)"
@@ -207,7 +208,7 @@ def paper_tables(metrics: dict[str, Any], title: str = "test") -> str:
             f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}"
             f"{_fmt(values.get('dice')):<10}{_fmt(values['mean_bf_score'])}"
         )
-    lines.append(_rules_line(metrics))
+    lines.append(rules_line(metrics))
     lines += [f"NaN: {note}" for note in metrics.get("nan_notes", [])]
     return "\n".join(lines)
 
@@ -232,7 +233,7 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
         f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v.get('dice'))} | {_fmt(v['mean_bf_score'])} |"
         for n, v in metrics["classes"].items()
     ]
-    lines += ["", _rules_line(metrics)]
+    lines += ["", rules_line(metrics)]
     notes = metrics.get("nan_notes", [])
     if notes:
         lines += ["", "NaN values:", ""] + [f"- {note}" for note in notes]
