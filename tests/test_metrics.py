@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from bloodseg.errors import BloodsegError
 from bloodseg.metrics.boundary import bf_scores, boundaries, match_limit, within_distance
-from bloodseg.metrics.confusion import confusion_matrices
+from bloodseg.metrics.confusion import confusion_matrices, per_image_counts
 from bloodseg.metrics.report import build_metrics, paper_tables
 from bloodseg.metrics.suite import SegmentationMetrics
 
@@ -342,3 +342,12 @@ def test_reports_name_the_rules_and_explain_each_nan():
     assert "Dice" in text and "Mean Dice" in text
     old = build_metrics(evaluate(preds, truths, 3, OLD), ["bg", "cell", "wbc"], 2, OLD, image_ids=["a", "b"])
     assert old["dataset"]["mean_iou"] is not None and "Weighted IoU is NaN" in " ".join(old["nan_notes"])
+
+
+def test_per_image_counts_by_bincount_and_by_comparison_agree():
+    """The deterministic-CUDA path (one comparison per bin) counts like the bincount path."""
+    values = torch.from_numpy(np.random.default_rng(3).integers(-2, 12, (5, 7, 9)))
+    by_bincount = per_image_counts(values, 10, by_comparison=False)
+    assert torch.equal(by_bincount, per_image_counts(values, 10, by_comparison=True))
+    expected = [[int((image == b).sum()) for b in range(10)] for image in values.numpy()]
+    assert by_bincount.tolist() == expected

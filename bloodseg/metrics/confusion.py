@@ -1,8 +1,27 @@
-"""Per-image confusion counts of batches of class-id maps, in one bincount per batch."""
+"""Per-image confusion counts of batches of class-id maps, in one counting pass per batch."""
 
 from __future__ import annotations
 
 import torch
+
+
+def per_image_counts(values: torch.Tensor, bins: int, by_comparison: bool | None = None) -> torch.Tensor:
+    """How often each of 0..bins-1 occurs in each image (N, bins), int64; values (N, ...) outside
+    0..bins-1 are not counted.
+
+    One ``torch.bincount`` over the batch, except where it is not deterministic (CUDA with
+    ``torch.use_deterministic_algorithms``): there one comparison per bin (``by_comparison=None``
+    decides by that; True / False force either way).
+    """
+    flat = values.reshape(len(values), -1)
+    if by_comparison is None:
+        by_comparison = flat.is_cuda and torch.are_deterministic_algorithms_enabled()
+    if by_comparison:
+        return torch.stack([(flat == b).sum(1) for b in range(bins)], 1) if bins else flat[:, :0].long()
+    valid = (flat >= 0) & (flat < bins)
+    offsets = torch.arange(len(flat), device=flat.device).view(-1, 1) * bins
+    counted = torch.bincount((flat + offsets)[valid], minlength=len(flat) * bins)
+    return counted.view(len(flat), bins)
 
 
 def confusion_matrices(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -11,15 +30,10 @@ def confusion_matrices(preds: torch.Tensor, target: torch.Tensor, num_classes: i
     0..K-1 (255 = unlabelled, -1 = blanked) are not counted."""
     k = num_classes
     valid = (target >= 0) & (target < k) & (preds >= 0) & (preds < k)
-    image = torch.arange(len(preds), device=preds.device).view(-1, 1, 1).expand_as(preds)
-    cells = (image * k + target) * k + preds
-    counts = torch.bincount(cells[valid], minlength=len(preds) * k * k)
-    return counts.view(len(preds), k, k)
+    cells = torch.where(valid, target * k + preds, torch.full_like(preds, -1))
+    return per_image_counts(cells, k * k).view(len(preds), k, k)
 
 
 def class_counts(preds: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Pixels of each class per image (N, K), int64, over every pixel (values outside 0..K-1 skipped)."""
-    k = num_classes
-    valid = (preds >= 0) & (preds < k)
-    image = torch.arange(len(preds), device=preds.device).view(-1, 1, 1).expand_as(preds)
-    return torch.bincount((image * k + preds)[valid], minlength=len(preds) * k).view(len(preds), k)
+    return per_image_counts(preds, num_classes)
