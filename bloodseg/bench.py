@@ -74,22 +74,33 @@ def random_label_maps(count: int, size: list[int], classes: int, seed: int = 0) 
     return np.stack(maps).astype(np.int64)
 
 
+def _squared_distance(features: np.ndarray) -> np.ndarray:
+    """Exact integer squared distance of every pixel to the nearest True pixel of features."""
+    near = ndimage.distance_transform_edt(~features, return_distances=False, return_indices=True)
+    rows, cols = np.indices(features.shape)
+    return (rows - near[0]) ** 2 + (cols - near[1]) ** 2
+
+
 def scipy_bf_scores(preds: np.ndarray, target: np.ndarray, num_classes: int, tolerance: float) -> np.ndarray:
-    """The BF score as one would write it with scipy: per image and class, erosion + distance transform."""
+    """The BF score as one would write it with scipy, per image and class: boundary = mask minus its
+    4-connected erosion with zeros outside the image; a boundary pixel matches when its squared
+    distance to the other boundary (exact, from the distance transform's nearest-pixel indices) is
+    < theta^2, theta = tolerance * diagonal; BF = 1 / (0.5/recall + 0.5/precision), NaN for an
+    empty boundary."""
     cross = ndimage.generate_binary_structure(2, 1)
     out = np.full((len(preds), num_classes), np.nan)
     for i, (pred, truth) in enumerate(zip(preds, target, strict=True)):
-        limit = tolerance * math.hypot(*truth.shape)
+        theta = tolerance * math.sqrt(truth.shape[0] ** 2 + truth.shape[1] ** 2)
         for c in range(num_classes):
             p, t = pred == c, truth == c
-            pb = p & ~ndimage.binary_erosion(p, cross, border_value=1)
-            tb = t & ~ndimage.binary_erosion(t, cross, border_value=1)
+            pb = p & ~ndimage.binary_erosion(p, cross, border_value=0)
+            tb = t & ~ndimage.binary_erosion(t, cross, border_value=0)
             if not pb.any() or not tb.any():
-                out[i, c] = np.nan if not pb.any() and not tb.any() else 0.0
-                continue
-            precision = (ndimage.distance_transform_edt(~tb)[pb] <= limit).mean()
-            recall = (ndimage.distance_transform_edt(~pb)[tb] <= limit).mean()
-            out[i, c] = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+                continue  # 0/0: NaN
+            precision = (_squared_distance(tb)[pb] < theta * theta).mean()
+            recall = (_squared_distance(pb)[tb] < theta * theta).mean()
+            with np.errstate(divide="ignore"):
+                out[i, c] = 1.0 / (0.5 / recall + 0.5 / precision)
     return out
 
 

@@ -181,6 +181,7 @@ def build_module(cfg: DictConfig, datamodule, class_weights: torch.Tensor) -> Se
         channels_last=channels_last_for(cfg),
         compile=bool(cfg.model.compile),
         bf_tolerance=cfg.evaluation.bf_tolerance,
+        metric_semantics=cfg.evaluation.semantics,
     )
 
 
@@ -205,8 +206,11 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return read_checkpoint(path)[CHECKPOINT_KEY]
 
 
-def load_module(path: str | Path, bf_tolerance: float = 0.0075) -> SegmentationModule:
-    """Rebuild the trained module of a checkpoint from the checkpoint alone (no download, no run dir)."""
+def load_module(
+    path: str | Path, bf_tolerance: float = 0.0075, semantics: str = "matlab_current"
+) -> SegmentationModule:
+    """Rebuild the trained module of a checkpoint from the checkpoint alone (no download, no run dir),
+    scoring with the BF tolerance and metric rule set (``evaluation.semantics``) given."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint[CHECKPOINT_KEY]
     model_cfg = OmegaConf.create(meta["config"]["model"])
@@ -219,7 +223,13 @@ def load_module(path: str | Path, bf_tolerance: float = 0.0075) -> SegmentationM
     if model_cfg.get("_target_") == SEGNET_TARGET and "pool_tie_tolerance" not in model_cfg:
         model_cfg.pool_tie_tolerance = 0.0  # trained before the tie-robust pooling existed: classic argmax
     net = build_model(model_cfg, len(meta["class_names"]))
-    module = SegmentationModule(net, torch.tensor(meta["class_weights"]), meta, bf_tolerance=bf_tolerance)
+    module = SegmentationModule(
+        net,
+        torch.tensor(meta["class_weights"]),
+        meta,
+        bf_tolerance=bf_tolerance,
+        metric_semantics=semantics,
+    )
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
 

@@ -54,4 +54,5 @@ class EvaluationArtifacts(Callback):
             extra,
             render,
             self.num_overlays,
+            module.test_metrics.semantics,
         )

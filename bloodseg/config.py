@@ -247,6 +247,7 @@ class CallbacksConfig:
 @dataclass
 class EvaluationConfig:
     bf_tolerance: float = 0.0075
+    semantics: str = "matlab_current"
     num_overlays: int = 1
 
 

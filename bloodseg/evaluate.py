@@ -46,7 +46,7 @@ def default_output_dir(ckpt_path: Path, split: str) -> Path:
 def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict:
     """Evaluate cfg.ckpt_path on cfg.split of its run (or of cfg.data) and write the artifacts."""
     ckpt_path = Path(cfg.ckpt_path).expanduser()
-    module = load_module(ckpt_path, cfg.evaluation.bf_tolerance)
+    module = load_module(ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     meta = module.meta
     module.network_size = list(cfg.network_size or meta["image_size"])
     data_cfg = cfg.data if cfg.data is not None else OmegaConf.create(meta["config"]["data"])
@@ -102,7 +102,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     images = {}
     if cfg.image_dir:
         images = {p.stem: p for p in listing(Path(cfg.image_dir).expanduser())}
-    metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance)
+    metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     stray, kept = {}, []
     for row, pair in enumerate(pairs):
         pred, truth = _index_png(pair.image, "prediction"), _index_png(pair.label, "ground truth")
@@ -153,6 +153,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
         },
         render,
         cfg.evaluation.num_overlays,
+        cfg.evaluation.semantics,
     )
 
 

@@ -38,6 +38,7 @@ class SegmentationModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         bf_tolerance: float = 0.0075,
+        metric_semantics: str = "matlab_current",
     ):
         super().__init__()
         self.net = net
@@ -49,8 +50,8 @@ class SegmentationModule(L.LightningModule):
         self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         num_classes = len(self.class_names)
-        self.val_metrics = SegmentationMetrics(num_classes, bf_tolerance)
-        self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance)
+        self.val_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
+        self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
         self._train_store: tuple[torch.Tensor, torch.Tensor] | None = None  # device copy of the training set

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from bloodseg.metrics.report import DATASET_KEYS, DATASET_LABELS
+from bloodseg.metrics.report import DATASET_KEYS, DATASET_LABELS, EXTRA_KEYS, EXTRA_LABELS, rules_line
 from bloodseg.sweep_report import collect_jobs, summary_rows, varying_keys, write_sweep_summary
 from bloodseg.viz import plt  # matplotlib with the Agg backend
 
@@ -250,19 +250,26 @@ def metrics_body(run_dir: Path, metrics: dict[str, Any] | None) -> str:
             [
                 [label, metrics["dataset"].get(key)]
                 for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
+            ]
+            + [
+                [label, metrics["dataset"][key]]
+                for key, label in zip(EXTRA_KEYS, EXTRA_LABELS, strict=True)
+                if key in metrics["dataset"]
             ],
         )
     )
     parts.append("<h3>Table 2. Class metrics</h3>")
     parts.append(
         table(
-            ["class", "Accuracy", "IoU", "Mean BF Score"],
+            ["class", "Accuracy", "IoU", "Dice", "Mean BF Score"],
             [
-                [n, v.get("accuracy"), v.get("iou"), v.get("mean_bf_score")]
+                [n, v.get("accuracy"), v.get("iou"), v.get("dice"), v.get("mean_bf_score")]
                 for n, v in metrics["classes"].items()
             ],
         )
     )
+    parts.append(f'<p class="note">{esc(rules_line(metrics))}</p>')
+    parts += [f'<p class="note">NaN: {esc(note)}</p>' for note in metrics.get("nan_notes", [])]
     extra = []
     for key in ("model_init", "class_weighting"):
         if key in metrics:

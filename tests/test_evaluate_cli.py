@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import matlab_reference as ref
 import numpy as np
 import pytest
 from conftest import run_cli
 from PIL import Image
+from test_metrics import random_case
 
 from bloodseg.data.synthetic import generate_smear
 
@@ -173,3 +176,69 @@ def test_scoring_at_another_resolution_resizes_around_the_network(smoke_run, tmp
     assert metrics["num_images"] == 13 and total > 3.5 * sum(map(sum, trained["confusion_matrix"]["counts"]))
     overlay = next(tmp_path.glob("overlay_best_*.png"))
     assert Image.open(overlay).height >= 128
+
+
+def write_random_folders(root, seed=7):
+    """Index PNGs of random blob masks: sizes where theta is a whole number of pixels (240x320:
+    3 px, 480x640: 6 px) with predictions shifted by exactly theta, objects cut by the border,
+    unlabelled (255) blobs, and classes missing from some images."""
+    rng = np.random.default_rng(seed)
+    sizes = [(240, 320), (480, 640), (300, 300), (37, 53), (240, 320)]
+    preds, truths = [], []
+    for i, (height, width) in enumerate(sizes):
+        pred, truth = random_case(rng, height, width, 3)
+        if i == 0:
+            pred, truth = np.where(pred == 2, 0, pred), np.where(truth == 2, 0, truth)  # wbc in neither
+        if i == 4:
+            pred = np.roll(np.where(truth == 255, 0, truth), 3, axis=1)  # shifted by theta exactly
+        for sub, array in (("pred", pred), ("gt", truth)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array.astype(np.uint8)).save(root / sub / f"r{i}.png")
+        preds.append(pred)
+        truths.append(truth)
+    return preds, truths
+
+
+def cell(value: str) -> float:
+    return float("nan") if value == "" else float(value)
+
+
+@pytest.mark.parametrize("semantics", ["matlab_current", "matlab_2017"])
+def test_folder_mode_agrees_with_an_independent_implementation(tmp_path, semantics):
+    preds, truths = write_random_folders(tmp_path)
+    result = run_cli(*folder_args(tmp_path, f"evaluation.semantics={semantics}"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = ref.evaluate(preds, truths, 3, semantics)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["semantics"] == semantics and metrics["metrics_version"] == 2
+    as_float = lambda v: float("nan") if v is None else v  # noqa: E731  (null = NaN in metrics.json)
+    for key, value in metrics["dataset"].items():
+        np.testing.assert_allclose(as_float(value), expected[key], atol=1e-6, equal_nan=True, err_msg=key)
+    for i, name in enumerate(["background", "rbc", "wbc"]):
+        for key, ours in metrics["classes"][name].items():
+            theirs = expected[{"mean_bf_score": "class_bf_score"}.get(key, f"class_{key}")][i]
+            np.testing.assert_allclose(
+                as_float(ours), theirs, atol=1e-6, equal_nan=True, err_msg=f"{name} {key}"
+            )
+    with open(tmp_path / "out" / "per_image_metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["image"] for r in rows] == [f"r{i}" for i in range(5)]
+    columns = {f"{k}": f"image_{k}" for k in ("global_accuracy", "mean_accuracy", "mean_iou", "mean_dice")}
+    columns["mean_bf_score"] = "image_bf_score"
+    for column, key in columns.items():
+        np.testing.assert_allclose([cell(r[column]) for r in rows], expected[key], atol=1e-6, equal_nan=True)
+    for i, name in enumerate(["background", "rbc", "wbc"]):
+        for prefix, key in (("iou", "image_class_iou"), ("bf", "image_class_bf_score")):
+            ours = [cell(r[f"{prefix}_{name}"]) for r in rows]
+            np.testing.assert_allclose(ours, expected[key][:, i], atol=1e-6, equal_nan=True)
+    assert f"Rules: evaluation.semantics={semantics}" in result.stdout
+    if semantics == "matlab_current":  # image r0 has no wbc: its mean IoU is NaN, and the console says why
+        line = next(x for x in result.stdout.splitlines() if "have NaN mean IoU" in x)
+        assert math.isnan(cell(rows[0]["mean_iou"])) and "r0" in line and "in neither" in line
+
+
+def test_unknown_rule_set_is_rejected_with_the_key(tmp_path):
+    write_folders(tmp_path, n=1)
+    result = run_cli(*folder_args(tmp_path, "evaluation.semantics=matlab_2019"))
+    assert result.returncode == 2 and "evaluation.semantics='matlab_2019'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -90,6 +90,7 @@ def test_report_of_a_run(smoke_run):
     assert page.section_images.get("overlays") == 2  # best and worst test image
     for words in ("Table 1. Semantic segmentation metrics", "Table 2. Class metrics", "Mean BF Score", "wbc"):
         assert words in text
+    assert "Dice" in text and "Rules: evaluation.semantics=matlab_current" in text
     assert "wandb sync" in text  # where the offline W&B run is and how to upload it
 
 

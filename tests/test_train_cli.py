@@ -35,7 +35,9 @@ def test_smoke_run_writes_every_artifact(smoke_run):
         "mean_iou",
         "weighted_iou",
         "mean_bf_score",
+        "mean_dice",
     }
+    assert metrics["semantics"] == "matlab_current" and metrics["metrics_version"] == 2
     assert set(metrics["classes"]) == {"background", "rbc", "wbc"}
     assert metrics["num_images"] == 13
     counts = metrics["confusion_matrix"]["counts"]

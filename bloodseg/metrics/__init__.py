@@ -1,1 +1,6 @@
-"""Segmentation metrics with MATLAB evaluateSemanticSegmentation semantics (GUIDE section 4)."""
+"""Segmentation metrics with MATLAB ``evaluateSemanticSegmentation`` semantics.
+
+``boundary`` (the BF score of one image and class), ``confusion`` (per-image confusion counts),
+``semantics`` (MATLAB's two rule sets and the metrics they define), ``suite`` (all metrics of a
+split behind one update/compute) and ``report`` (metrics.json, tables, per-image CSV).
+"""

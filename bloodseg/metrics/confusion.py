@@ -1,50 +1,39 @@
-"""Confusion-matrix metrics: global / per-class / mean accuracy, per-class / mean / weighted IoU."""
+"""Per-image confusion counts of batches of class-id maps, in one counting pass per batch."""
 
 from __future__ import annotations
 
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
-
-from bloodseg.config import IGNORE_INDEX
 
 
-def confusion_summary(counts: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Metrics of a KxK confusion matrix (rows = true class, columns = prediction).
+def per_image_counts(values: torch.Tensor, bins: int, by_comparison: bool | None = None) -> torch.Tensor:
+    """How often each of 0..bins-1 occurs in each image (N, bins), int64; values (N, ...) outside
+    0..bins-1 are not counted.
 
-    global_accuracy = trace / sum; class_accuracy[c] = C[c,c] / row_c (NaN for a class absent from
-    the ground truth); class_iou[c] = C[c,c] / (row_c + col_c - C[c,c]) (NaN when the class is in
-    neither); the means skip NaN; weighted_iou weights each class IoU by its share of true pixels.
+    One ``torch.bincount`` over the batch, except where it is not deterministic (CUDA with
+    ``torch.use_deterministic_algorithms``): there one comparison per bin (``by_comparison=None``
+    decides by that; True / False force either way).
     """
-    counts = counts.double()
-    total = counts.sum()
-    diag = counts.diagonal()
-    rows, cols = counts.sum(1), counts.sum(0)
-    nan = torch.tensor(float("nan"), dtype=torch.float64, device=counts.device)
-    class_accuracy = torch.where(rows > 0, diag / rows.clamp_min(1), nan)
-    union = rows + cols - diag
-    class_iou = torch.where(union > 0, diag / union.clamp_min(1), nan)
-    weighted_iou = (rows / total.clamp_min(1) * class_iou.nan_to_num(0.0)).sum() if total > 0 else nan
-    return {
-        "global_accuracy": diag.sum() / total if total > 0 else nan,
-        "mean_accuracy": class_accuracy.nanmean(),
-        "mean_iou": class_iou.nanmean(),
-        "weighted_iou": weighted_iou,
-        "class_accuracy": class_accuracy,
-        "class_iou": class_iou,
-    }
+    flat = values.reshape(len(values), -1)
+    if by_comparison is None:
+        by_comparison = flat.is_cuda and torch.are_deterministic_algorithms_enabled()
+    if by_comparison:
+        return torch.stack([(flat == b).sum(1) for b in range(bins)], 1) if bins else flat[:, :0].long()
+    valid = (flat >= 0) & (flat < bins)
+    offsets = torch.arange(len(flat), device=flat.device).view(-1, 1) * bins
+    counted = torch.bincount((flat + offsets)[valid], minlength=len(flat) * bins)
+    return counted.view(len(flat), bins)
 
 
-class SegmentationConfusion(MulticlassConfusionMatrix):
-    """torchmetrics' confusion matrix over all labelled pixels (255 ignored; sum-reduced across devices).
+def confusion_matrices(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One KxK confusion matrix per image (N, K, K), int64: ``[n, i, j]`` = pixels of image n whose
+    true class is i and predicted class is j. Pixels whose truth or prediction is not a class id
+    0..K-1 (255 = unlabelled, -1 = blanked) are not counted."""
+    k = num_classes
+    valid = (target >= 0) & (target < k) & (preds >= 0) & (preds < k)
+    cells = torch.where(valid, target * k + preds, torch.full_like(preds, -1))
+    return per_image_counts(cells, k * k).view(len(preds), k, k)
 
-    ``compute()`` returns the :func:`confusion_summary` of the accumulated counts plus the counts.
-    """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        super().__init__(
-            num_classes=num_classes, ignore_index=ignore_index, normalize=None, validate_args=False
-        )
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        counts = super().compute()
-        return {**confusion_summary(counts), "counts": counts}
+def class_counts(preds: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Pixels of each class per image (N, K), int64, over every pixel (values outside 0..K-1 skipped)."""
+    return per_image_counts(preds, num_classes)

@@ -12,10 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bloodseg.metrics.semantics import MATLAB_CURRENT, RELEASES, check_semantics
 from bloodseg.viz import comparison, confusion_matrix_figure, save_png
 
+# The paper's Table 1 (MATLAB's DataSetMetrics); Dice is reported beside them, not among them.
 DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
 DATASET_LABELS = ("Global accuracy", "Mean accuracy", "Mean IoU", "Weighted IoU", "Mean BF Score")
+EXTRA_KEYS, EXTRA_LABELS = ("mean_dice",), ("Mean Dice (not MATLAB's)",)
+# metrics.json "metrics_version": 2 = BF and means as MATLAB forms them (zero-padded boundary,
+# strict tolerance, NaN for an empty boundary, rule set named by "semantics"); absent = older.
+METRICS_VERSION = 2
 
 
 def _number(value) -> float | None:
@@ -26,24 +32,117 @@ def _number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _names(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _isnan(value) -> bool:
+    return value is not None and math.isnan(float(value))
+
+
+def nan_notes(
+    results: dict[str, Any], class_names: list[str], image_ids: list[str], semantics: str
+) -> list[str]:
+    """One sentence per NaN in the results saying where it comes from (empty: no NaN).
+
+    A class accuracy is NaN when the class has no labelled pixel in the ground truth (0/0); a
+    class IoU or Dice when the class is in neither truth nor prediction; a BF score when the true
+    or the predicted boundary is empty. Under matlab_current the mean accuracy / IoU / Dice keep
+    such NaN (per dataset and per image); the dataset mean BF is NaN when an image has NaN for
+    every class (both rule sets).
+    """
+    notes = []
+    keep = semantics == MATLAB_CURRENT
+    rule = (
+        "the mean keeps NaN as current MATLAB does (evaluation.semantics=matlab_2017 skips it)"
+        if keep
+        else "left out of the mean (matlab_2017 rules)"
+    )
+    if _isnan(results.get("global_accuracy")):
+        notes.append("Global accuracy is NaN: the ground truth has no labelled pixel at all.")
+    absent = [n for i, n in enumerate(class_names) if _isnan(results["class_accuracy"][i])]
+    if absent:
+        notes.append(
+            f"Accuracy of {_names(absent)} is NaN: no labelled pixel of that class in the ground "
+            f"truth (0/0); {rule}."
+        )
+    neither = [n for i, n in enumerate(class_names) if _isnan(results["class_iou"][i])]
+    if neither:
+        notes.append(
+            f"IoU and Dice of {_names(neither)} are NaN: the class is in neither the ground truth "
+            f"nor the prediction; {rule}."
+        )
+    if not keep and _isnan(results.get("weighted_iou")) and neither:
+        notes.append("Weighted IoU is NaN: MATLAB's 2017 rules add the NaN IoU term of such a class.")
+    if "class_bf_score" in results:
+        no_bf = [n for i, n in enumerate(class_names) if _isnan(results["class_bf_score"][i])]
+        if no_bf:
+            notes.append(
+                f"Mean BF of {_names(no_bf)} is NaN: in every image its true or predicted boundary is "
+                "empty (the BF of an image is NaN then and skipped)."
+            )
+        image_bf = results.get("image_bf_score")
+        if image_bf is not None:
+            empty = [image_ids[i] for i, v in enumerate(image_bf.tolist()) if math.isnan(v)]
+            if empty:
+                notes.append(
+                    f"Mean BF Score is NaN: image(s) {_names(empty)} have NaN BF for every class (an "
+                    "empty true or predicted boundary each), and MATLAB's mean over images keeps NaN."
+                )
+    for key, what in (("image_mean_accuracy", "mean accuracy"), ("image_mean_iou", "mean IoU")):
+        values = results.get(key)
+        if values is None:
+            continue
+        bad = [image_ids[i] for i, v in enumerate(values.tolist()) if math.isnan(v)]
+        if bad:
+            cause = (
+                "a class absent from its truth"
+                if key == "image_mean_accuracy"
+                else "a class in neither its truth nor its prediction"
+            )
+            why = f"{cause}; kept NaN per image as current MATLAB does" if keep else "every class NaN there"
+            notes.append(f"{len(bad)} image(s) have NaN {what} ({why}): {_names(bad)}.")
+    return notes
+
+
 def build_metrics(
-    results: dict[str, Any], class_names: list[str], num_images: int, **extra
+    results: dict[str, Any],
+    class_names: list[str],
+    num_images: int,
+    semantics: str = MATLAB_CURRENT,
+    image_ids: list[str] | None = None,
+    **extra,
 ) -> dict[str, Any]:
-    """The metrics.json document (GUIDE section 3) from evaluation results."""
+    """The metrics.json document from evaluation results.
+
+    dataset: the paper's Table 1 values plus mean_dice; classes: accuracy, IoU, Dice and mean BF
+    per class; the confusion matrix (counts and row-normalised percentages); the rule set
+    (``semantics``, with the MATLAB release it reproduces), ``metrics_version`` and ``nan_notes``
+    (why a value is NaN). NaN is written as null.
+    """
+    check_semantics(semantics)
     counts = results["counts"].double()
     rows = counts.sum(1, keepdim=True)
     percent = torch.where(rows > 0, 100.0 * counts / rows.clamp_min(1), torch.zeros_like(counts))
     class_bf = results.get("class_bf_score")
+    class_dice = results.get("class_dice")
+    ids = list(image_ids) if image_ids is not None else [str(i) for i in range(num_images)]
     return {
-        "dataset": {key: _number(results.get(key)) for key in DATASET_KEYS},
+        "dataset": {key: _number(results.get(key)) for key in (*DATASET_KEYS, *EXTRA_KEYS)},
         "classes": {
             name: {
                 "accuracy": _number(results["class_accuracy"][i]),
                 "iou": _number(results["class_iou"][i]),
+                "dice": _number(class_dice[i]) if class_dice is not None else None,
                 "mean_bf_score": _number(class_bf[i]) if class_bf is not None else None,
             }
             for i, name in enumerate(class_names)
         },
+        "semantics": semantics,
+        "semantics_release": RELEASES[semantics],
+        "metrics_version": METRICS_VERSION,
+        "nan_notes": nan_notes(results, class_names, ids, semantics),
         "confusion_matrix": {
             "classes": list(class_names),
             "counts": counts.long().tolist(),
@@ -76,59 +175,86 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.5f}"
 
 
+def _table1_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None]]:
+    rows = [
+        (label, metrics["dataset"].get(key)) for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
+    ]
+    rows += [
+        (label, metrics["dataset"][key])
+        for key, label in zip(EXTRA_KEYS, EXTRA_LABELS, strict=True)
+        if key in metrics["dataset"]
+    ]
+    return rows
+
+
+def rules_line(metrics: dict[str, Any]) -> str:
+    """The line naming the metric rule set of a metrics.json document (or saying it predates them)."""
+    semantics = metrics.get("semantics")
+    if semantics is None:
+        return "Rules: not recorded (metrics written before metrics_version 2: BF not as MATLAB's)"
+    return f"Rules: evaluation.semantics={semantics} ({RELEASES.get(semantics, '?')})"
+
+
 def paper_tables(metrics: dict[str, Any], title: str = "test") -> str:
-    """Table 1 (dataset metrics) and Table 2 (per-class accuracy / IoU / mean BF) in the paper's layout."""
-    width = max(len(n) for n in [*metrics["classes"], *DATASET_LABELS]) + 2
+    """Table 1 (dataset metrics, then mean Dice) and Table 2 (per-class accuracy / IoU / Dice /
+    mean BF) in the paper's layout, the rule set used and the notes on any NaN, as text."""
+    width = max(len(n) for n in [*metrics["classes"], *DATASET_LABELS, *EXTRA_LABELS]) + 2
     lines = [f"Table 1. Semantic segmentation metrics ({title}, {metrics['num_images']} images)"]
-    for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True):
-        lines.append(f"  {label:<{width}}{_fmt(metrics['dataset'][key])}")
+    lines += [f"  {label:<{width}}{_fmt(value)}" for label, value in _table1_rows(metrics)]
     lines.append("Table 2. Class metrics")
-    lines.append(f"  {'':<{width}}{'Accuracy':<10}{'IoU':<10}Mean BF Score")
+    lines.append(f"  {'':<{width}}{'Accuracy':<10}{'IoU':<10}{'Dice':<10}Mean BF Score")
     for name, values in metrics["classes"].items():
         lines.append(
-            f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}{_fmt(values['mean_bf_score'])}"
+            f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}"
+            f"{_fmt(values.get('dice')):<10}{_fmt(values['mean_bf_score'])}"
         )
+    lines.append(rules_line(metrics))
+    lines += [f"NaN: {note}" for note in metrics.get("nan_notes", [])]
     return "\n".join(lines)
 
 
 def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
-    """The same two tables as Markdown (metrics.md)."""
+    """The same two tables, the rule set and the NaN notes as Markdown (metrics.md)."""
     lines = [
         f"### Table 1. Semantic segmentation metrics ({title}, {metrics['num_images']} images)",
         "",
         "| metric | value |",
         "| --- | --- |",
     ]
-    lines += [
-        f"| {label} | {_fmt(metrics['dataset'][key])} |"
-        for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
-    ]
+    lines += [f"| {label} | {_fmt(value)} |" for label, value in _table1_rows(metrics)]
     lines += [
         "",
         "### Table 2. Class metrics",
         "",
-        "| class | Accuracy | IoU | Mean BF Score |",
-        "| --- | --- | --- | --- |",
+        "| class | Accuracy | IoU | Dice | Mean BF Score |",
+        "| --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v['mean_bf_score'])} |"
+        f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v.get('dice'))} | {_fmt(v['mean_bf_score'])} |"
         for n, v in metrics["classes"].items()
     ]
+    lines += ["", rules_line(metrics)]
+    notes = metrics.get("nan_notes", [])
+    if notes:
+        lines += ["", "NaN values:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
 
 def write_per_image_csv(
     path: Path, results: dict[str, Any], class_names: list[str], image_ids: list[str]
 ) -> None:
-    """per_image_metrics.csv: one row per image with its accuracy, mean IoU, mean BF and per-class IoU / BF."""
+    """per_image_metrics.csv: one row per image with its global accuracy, mean accuracy, mean IoU,
+    mean BF score, mean Dice, then per-class IoU and BF (MATLAB's ImageMetrics; empty cell = NaN)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             [
                 "image",
                 "global_accuracy",
+                "mean_accuracy",
                 "mean_iou",
                 "mean_bf_score",
+                "mean_dice",
                 *[f"iou_{n}" for n in class_names],
                 *[f"bf_{n}" for n in class_names],
             ]
@@ -136,8 +262,10 @@ def write_per_image_csv(
         for row, image_id in enumerate(image_ids):
             values = [
                 results["image_global_accuracy"][row],
+                results["image_mean_accuracy"][row],
                 results["image_mean_iou"][row],
                 results["image_bf_score"][row],
+                results["image_mean_dice"][row],
                 *results["image_class_iou"][row],
                 *results["image_class_bf_score"][row],
             ]
@@ -168,17 +296,23 @@ def write_evaluation(
     extra: dict[str, Any] | None = None,
     render: Renderer | None = None,
     num_overlays: int = 1,
+    semantics: str = MATLAB_CURRENT,
 ) -> dict[str, Any]:
     """Write every evaluation artifact of a split and return the metrics.json document.
 
+    ``semantics`` names the rule set the results were computed with (recorded in metrics.json).
+
     metrics.json, metrics.md, confusion_matrix.csv / .png, per_image_metrics.csv and, when
     ``render(row)`` gives (image or None, truth, prediction) for a row, overlays of the best and
-    worst images by mean IoU (overlay_best_<id>.png, overlay_worst_<id>.png). Callers print the
+    worst images by mean IoU over the classes present (NaN skipped, so an image missing a class
+    still ranks; overlay_best_<id>.png, overlay_worst_<id>.png). Callers print the
     tables (the train command in its end-of-run summary, the evaluate command itself).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = build_metrics(results, class_names, len(image_ids), **(extra or {}))
+    metrics = build_metrics(
+        results, class_names, len(image_ids), semantics, image_ids=image_ids, **(extra or {})
+    )
     write_metrics_json(out_dir / "metrics.json", metrics)
     write_confusion_csv(out_dir / "confusion_matrix.csv", metrics)
     confusion_matrix_figure(
@@ -193,11 +327,12 @@ def write_evaluation(
         if render is not None and num_overlays > 0:
             for old in out_dir.glob("overlay_*.png"):
                 old.unlink()
-            best, worst = extremes(results["image_mean_iou"], num_overlays)
+            ranking = results["image_class_iou"].double().nanmean(1)
+            best, worst = extremes(ranking, num_overlays)
             for kind, rows in (("best", best), ("worst", worst)):
                 for row in rows:
                     image, truth, pred = render(row)
-                    caption = f"{image_ids[row]}: mean IoU {float(results['image_mean_iou'][row]):.3f}"
+                    caption = f"{image_ids[row]}: IoU of the classes present {float(ranking[row]):.3f}"
                     save_png(
                         comparison(image, truth, pred, class_colors, caption),
                         out_dir / f"overlay_{kind}_{image_ids[row]}.png",

@@ -4,56 +4,130 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
-from bloodseg.metrics.boundary import BoundaryF1Score
-from bloodseg.metrics.confusion import SegmentationConfusion
-from bloodseg.metrics.per_image import PerImageConfusion
+from bloodseg.metrics.boundary import bf_scores
+from bloodseg.metrics.confusion import class_counts, confusion_matrices
+from bloodseg.metrics.semantics import (
+    MATLAB_CURRENT,
+    bf_means,
+    blank_unlabelled,
+    check_semantics,
+    confusion_metrics,
+)
+
+
+class ImageStatistics(Metric):
+    """Per-image statistics of a split, gathered across devices in dataset-index order.
+
+    ``update`` appends a batch's confusion matrices (n, K, K), predicted-pixel counts (n, K), BF
+    scores (n, K) and dataset indices (n); ``compute`` returns them concatenated over every batch
+    and process and sorted by index (torchmetrics squeezes single-element results: callers reshape).
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("matrices", "predicted", "bf", "image_index"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, matrices, predicted, bf, index) -> None:
+        """Keep one batch's per-image statistics."""
+        self.matrices.append(matrices)
+        self.predicted.append(predicted)
+        self.bf.append(bf)
+        self.image_index.append(index)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """All statistics seen, sorted by dataset index."""
+        index = dim_zero_cat(self.image_index).reshape(-1)
+        order = torch.argsort(index, stable=True)
+        return {
+            "matrices": dim_zero_cat(self.matrices)[order],
+            "predicted": dim_zero_cat(self.predicted)[order],
+            "bf": dim_zero_cat(self.bf)[order],
+            "image_index": index[order],
+        }
 
 
 class SegmentationMetrics(nn.Module):
-    """Dataset confusion metrics, per-image confusion metrics and BF scores, updated together.
+    """Every metric of a split with MATLAB ``evaluateSemanticSegmentation`` semantics.
 
-    ``compute()`` gives one flat dict: the dataset keys of metrics.json (``global_accuracy``,
-    ``mean_accuracy``, ``mean_iou``, ``weighted_iou``, ``mean_bf_score``), per-class tensors
-    (``class_accuracy``, ``class_iou``, ``class_bf_score``), the ``counts`` matrix, and per-image
-    tensors under ``image_*`` (sorted by dataset index).
+    Per image it keeps the confusion counts of labelled pixels, the predicted-pixel counts of
+    every pixel and the BF score of each class; ``compute()`` (after gathering across devices)
+    forms the dataset, class and per-image metrics by the rule set ``semantics`` (see
+    :mod:`bloodseg.metrics.semantics`: ``matlab_current`` blanks the prediction where the truth
+    is unlabelled and keeps NaN in the class means; ``matlab_2017`` does neither).
+
+    ``compute()`` gives one flat dict of tensors: the dataset values ``global_accuracy``,
+    ``mean_accuracy``, ``mean_iou``, ``weighted_iou``, ``mean_dice``, ``mean_bf_score``; per
+    class ``class_accuracy``, ``class_iou``, ``class_dice``, ``class_bf_score``; the ``counts``
+    matrix (rows = truth); and per image, sorted by dataset index, ``image_index``,
+    ``image_global_accuracy``, ``image_mean_accuracy``, ``image_mean_iou``, ``image_mean_dice``,
+    ``image_bf_score``, ``image_class_accuracy``, ``image_class_iou``, ``image_class_dice``,
+    ``image_class_bf_score``.
     """
 
-    def __init__(self, num_classes: int, bf_tolerance: float = 0.0075, with_per_image: bool = True):
+    def __init__(self, num_classes: int, bf_tolerance: float = 0.0075, semantics: str = MATLAB_CURRENT):
         super().__init__()
-        self.dataset = SegmentationConfusion(num_classes)
-        self.boundary = BoundaryF1Score(num_classes, bf_tolerance)
-        self.per_image = PerImageConfusion(num_classes) if with_per_image else None
+        self.num_classes, self.bf_tolerance = num_classes, bf_tolerance
+        self.semantics = check_semantics(semantics)
+        self.images = ImageStatistics()
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> None:
-        """Add a batch of predicted and true class-id maps (N, H, W); target 255 = ignore."""
-        self.dataset.update(preds, target)
-        self.boundary.update(preds, target, index)
-        if self.per_image is not None:
-            self.per_image.update(preds, target, index)
+        """Add a batch of predicted and true class-id maps (N, H, W); target 255 = unlabelled.
+
+        index = the images' positions in the dataset (results are sorted by it).
+        """
+        if index is None:
+            index = torch.full((len(preds),), -1, dtype=torch.long, device=preds.device)
+        preds, target = preds.long(), target.long()
+        k = self.num_classes
+        scored = blank_unlabelled(preds, target, k) if self.semantics == MATLAB_CURRENT else preds
+        self.images.update(
+            confusion_matrices(preds, target, k),
+            class_counts(scored, k),
+            bf_scores(scored, target, k, self.bf_tolerance),
+            index.long(),
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
-        results = dict(self.dataset.compute())
-        boundary = self.boundary.compute()
-        results.update(
-            mean_bf_score=boundary["mean_bf_score"],
-            class_bf_score=boundary["class_bf_score"],
-            image_index=boundary["image_index"],
-            image_bf_score=boundary["image_bf_score"],
-            image_class_bf_score=boundary["per_image"],
-            num_images=torch.tensor(len(boundary["image_index"])),
-        )
-        if self.per_image is not None:
-            per_image = self.per_image.compute()
-            results.update(
-                image_global_accuracy=per_image["global_accuracy"],
-                image_mean_iou=per_image["mean_iou"],
-                image_class_iou=per_image["class_iou"],
-            )
-        return results
+        """The dataset, class and per-image metrics of every image seen (see the class docstring)."""
+        k = self.num_classes
+        if self.images.image_index:
+            raw = self.images.compute()
+            matrices, predicted = raw["matrices"].reshape(-1, k, k), raw["predicted"].reshape(-1, k)
+            bf, index = raw["bf"].reshape(-1, k), raw["image_index"].reshape(-1)
+        else:
+            device = self.images.device
+            matrices = torch.zeros(0, k, k, dtype=torch.long, device=device)
+            predicted = torch.zeros(0, k, dtype=torch.long, device=device)
+            bf = torch.zeros(0, k, dtype=torch.float64, device=device)
+            index = torch.zeros(0, dtype=torch.long, device=device)
+        counts = matrices.sum(0)
+        dataset = confusion_metrics(counts, predicted.sum(0), self.semantics)
+        images = confusion_metrics(matrices, predicted, self.semantics)
+        boundary = bf_means(bf)
+        return {
+            **dataset,
+            "counts": counts,
+            "class_bf_score": boundary["class_bf_score"],
+            "mean_bf_score": boundary["mean_bf_score"],
+            "num_images": torch.tensor(len(index)),
+            "image_index": index,
+            "image_global_accuracy": images["global_accuracy"],
+            "image_mean_accuracy": images["mean_accuracy"],
+            "image_mean_iou": images["mean_iou"],
+            "image_mean_dice": images["mean_dice"],
+            "image_bf_score": boundary["image_bf_score"],
+            "image_class_accuracy": images["class_accuracy"],
+            "image_class_iou": images["class_iou"],
+            "image_class_dice": images["class_dice"],
+            "image_class_bf_score": bf,
+        }
 
     def reset(self) -> None:
         """Forget everything seen (call after compute at each epoch end)."""
-        for metric in (self.dataset, self.boundary, self.per_image):
-            if metric is not None:
-                metric.reset()
+        self.images.reset()
