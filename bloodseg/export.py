@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -205,25 +206,29 @@ def export_torchscript(module, path: Path, ckpt: str = "") -> dict:
 
 
 # ---- parity ------------------------------------------------------------------------------------
-def run_exported(path: Path, images: np.ndarray) -> np.ndarray:
-    """Logits of an exported model (ONNX Runtime on the CPU, or TorchScript) for uint8 NCHW images."""
+def load_exported(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """An exported model (ONNX Runtime on the CPU, or TorchScript) as a function: uint8 NCHW images -> logits."""
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feed = session.get_inputs()[0]
-        images = images if feed.type == "tensor(uint8)" else images.astype(np.float32)
-        return session.run(None, {feed.name: images})[0]
+        dtype = np.uint8 if feed.type == "tensor(uint8)" else np.float32
+        return lambda images: session.run(None, {feed.name: images.astype(dtype, copy=False)})[0]
     model = torch.jit.load(str(path), map_location="cpu")
-    with torch.inference_mode():
-        return model(torch.from_numpy(images)).numpy()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(images)).numpy()
+
+    return run
 
 
-def parity(module, path: Path, images: np.ndarray) -> dict[str, float | int | bool]:
+def parity(module, exported: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> dict:
     """The exported model's logits vs PyTorch's on uint8 NCHW images, as ``compare_logits`` measures them."""
     with torch.inference_mode():
         reference = module.cpu().eval()(torch.from_numpy(images)).numpy()
-    return compare_logits(reference, run_exported(path, images))
+    return compare_logits(reference, exported(images))
 
 
 def default_output(ckpt: Path, fmt: str) -> Path:
@@ -291,13 +296,12 @@ def folder_parity_images(path: str, height: int, width: int, count: int) -> list
 
 def verify(module, output: Path, images: list[tuple[str, np.ndarray]]) -> dict:
     """Compare the exported model with the PyTorch one on (name, image) pairs; the worst case of each number."""
-    records = []
-    for _, image in images:
-        try:
-            records.append(parity(module, output, image))
-        except ImportError as error:
-            log.warning("parity check skipped: %s (pip install onnxruntime)", error)
-            return {}
+    try:
+        exported = load_exported(output)
+    except ImportError as error:
+        log.warning("parity check skipped: %s (pip install onnxruntime)", error)
+        return {}
+    records = [parity(module, exported, image) for _, image in images]
     result = {
         "parity_images": len(records),
         "max_abs_diff": max(r["max_abs_diff"] for r in records),
