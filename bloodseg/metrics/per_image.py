@@ -1,4 +1,4 @@
-"""Per-image confusion matrices, for per-image accuracy and IoU (per_image_metrics.csv)."""
+"""Per-image confusion matrices, for per-image accuracy, IoU and Dice (per_image_metrics.csv)."""
 
 from __future__ import annotations
 
@@ -47,4 +47,6 @@ class PerImageConfusion(Metric):
             "global_accuracy": torch.stack([s["global_accuracy"] for s in summaries]),
             "mean_iou": torch.stack([s["mean_iou"] for s in summaries]),
             "class_iou": torch.stack([s["class_iou"] for s in summaries]),
+            "mean_dice": torch.stack([s["mean_dice"] for s in summaries]),
+            "class_dice": torch.stack([s["class_dice"] for s in summaries]),
         }

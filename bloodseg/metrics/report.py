@@ -14,8 +14,17 @@ import torch
 
 from bloodseg.viz import comparison, confusion_matrix_figure, save_png
 
-DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
-DATASET_LABELS = ("Global accuracy", "Mean accuracy", "Mean IoU", "Weighted IoU", "Mean BF Score")
+DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score", "mean_dice")
+DATASET_LABELS = (
+    "Global accuracy",
+    "Mean accuracy",
+    "Mean IoU",
+    "Weighted IoU",
+    "Mean BF Score",
+    "Mean Dice",
+)
+CLASS_KEYS = ("accuracy", "iou", "mean_bf_score", "dice")  # per-class entries of metrics.json, Table 2
+CLASS_LABELS = ("Accuracy", "IoU", "Mean BF Score", "Dice")
 
 
 def _number(value) -> float | None:
@@ -29,11 +38,15 @@ def _number(value) -> float | None:
 def build_metrics(
     results: dict[str, Any], class_names: list[str], num_images: int, **extra
 ) -> dict[str, Any]:
-    """The metrics.json document (GUIDE section 3) from evaluation results."""
+    """The metrics.json document from evaluation results: dataset metrics, per-class metrics, confusion matrix.
+
+    Dice (``mean_dice``, per-class ``dice``) is not one of MATLAB's metrics; it is reported beside them
+    because the white-cell literature compares on it.
+    """
     counts = results["counts"].double()
     rows = counts.sum(1, keepdim=True)
     percent = torch.where(rows > 0, 100.0 * counts / rows.clamp_min(1), torch.zeros_like(counts))
-    class_bf = results.get("class_bf_score")
+    class_bf, class_dice = results.get("class_bf_score"), results.get("class_dice")
     return {
         "dataset": {key: _number(results.get(key)) for key in DATASET_KEYS},
         "classes": {
@@ -41,6 +54,7 @@ def build_metrics(
                 "accuracy": _number(results["class_accuracy"][i]),
                 "iou": _number(results["class_iou"][i]),
                 "mean_bf_score": _number(class_bf[i]) if class_bf is not None else None,
+                "dice": _number(class_dice[i]) if class_dice is not None else None,
             }
             for i, name in enumerate(class_names)
         },
@@ -77,17 +91,16 @@ def _fmt(value: float | None) -> str:
 
 
 def paper_tables(metrics: dict[str, Any], title: str = "test") -> str:
-    """Table 1 (dataset metrics) and Table 2 (per-class accuracy / IoU / mean BF) in the paper's layout."""
+    """Table 1 (dataset metrics) and Table 2 (per-class accuracy / IoU / mean BF / Dice) in the paper's layout."""
     width = max(len(n) for n in [*metrics["classes"], *DATASET_LABELS]) + 2
     lines = [f"Table 1. Semantic segmentation metrics ({title}, {metrics['num_images']} images)"]
     for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True):
         lines.append(f"  {label:<{width}}{_fmt(metrics['dataset'][key])}")
     lines.append("Table 2. Class metrics")
-    lines.append(f"  {'':<{width}}{'Accuracy':<10}{'IoU':<10}Mean BF Score")
+    lines.append(f"  {'':<{width}}" + "".join(f"{label:<15}" for label in CLASS_LABELS).rstrip())
     for name, values in metrics["classes"].items():
-        lines.append(
-            f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}{_fmt(values['mean_bf_score'])}"
-        )
+        cells = "".join(f"{_fmt(values.get(key)):<15}" for key in CLASS_KEYS).rstrip()
+        lines.append(f"  {name:<{width}}{cells}")
     return "\n".join(lines)
 
 
@@ -107,11 +120,11 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
         "",
         "### Table 2. Class metrics",
         "",
-        "| class | Accuracy | IoU | Mean BF Score |",
-        "| --- | --- | --- | --- |",
+        "| class | " + " | ".join(CLASS_LABELS) + " |",
+        "| --- |" + " --- |" * len(CLASS_KEYS),
     ]
     lines += [
-        f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v['mean_bf_score'])} |"
+        f"| {n} | " + " | ".join(_fmt(v.get(key)) for key in CLASS_KEYS) + " |"
         for n, v in metrics["classes"].items()
     ]
     return "\n".join(lines) + "\n"
@@ -120,7 +133,8 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
 def write_per_image_csv(
     path: Path, results: dict[str, Any], class_names: list[str], image_ids: list[str]
 ) -> None:
-    """per_image_metrics.csv: one row per image with its accuracy, mean IoU, mean BF and per-class IoU / BF."""
+    """per_image_metrics.csv: one row per image with its accuracy, mean IoU, mean BF, mean Dice and
+    per-class IoU / BF / Dice."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -129,8 +143,10 @@ def write_per_image_csv(
                 "global_accuracy",
                 "mean_iou",
                 "mean_bf_score",
+                "mean_dice",
                 *[f"iou_{n}" for n in class_names],
                 *[f"bf_{n}" for n in class_names],
+                *[f"dice_{n}" for n in class_names],
             ]
         )
         for row, image_id in enumerate(image_ids):
@@ -138,8 +154,10 @@ def write_per_image_csv(
                 results["image_global_accuracy"][row],
                 results["image_mean_iou"][row],
                 results["image_bf_score"][row],
+                results["image_mean_dice"][row],
                 *results["image_class_iou"][row],
                 *results["image_class_bf_score"][row],
+                *results["image_class_dice"][row],
             ]
             writer.writerow([image_id, *["" if (v := _number(x)) is None else f"{v:.6f}" for x in values]])
 

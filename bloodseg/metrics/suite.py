@@ -14,9 +14,9 @@ class SegmentationMetrics(nn.Module):
     """Dataset confusion metrics, per-image confusion metrics and BF scores, updated together.
 
     ``compute()`` gives one flat dict: the dataset keys of metrics.json (``global_accuracy``,
-    ``mean_accuracy``, ``mean_iou``, ``weighted_iou``, ``mean_bf_score``), per-class tensors
-    (``class_accuracy``, ``class_iou``, ``class_bf_score``), the ``counts`` matrix, and per-image
-    tensors under ``image_*`` (sorted by dataset index).
+    ``mean_accuracy``, ``mean_iou``, ``weighted_iou``, ``mean_bf_score``, ``mean_dice``), per-class
+    tensors (``class_accuracy``, ``class_iou``, ``class_bf_score``, ``class_dice``), the ``counts``
+    matrix, and per-image tensors under ``image_*`` (sorted by dataset index).
     """
 
     def __init__(self, num_classes: int, bf_tolerance: float = 0.0075, with_per_image: bool = True):
@@ -33,6 +33,7 @@ class SegmentationMetrics(nn.Module):
             self.per_image.update(preds, target, index)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """Every metric of the data seen since the last reset, as one flat dict (see the class doc)."""
         results = dict(self.dataset.compute())
         boundary = self.boundary.compute()
         results.update(
@@ -49,6 +50,8 @@ class SegmentationMetrics(nn.Module):
                 image_global_accuracy=per_image["global_accuracy"],
                 image_mean_iou=per_image["mean_iou"],
                 image_class_iou=per_image["class_iou"],
+                image_mean_dice=per_image["mean_dice"],
+                image_class_dice=per_image["class_dice"],
             )
         return results
 
