@@ -69,6 +69,8 @@ def test_sweep_and_launcher_presets_compose(overrides):
         cfg = compose(
             config_name="train", overrides=["experiment=segnet_vgg16", *overrides], return_hydra_config=True
         )
+    if overrides[0].startswith("+sweep="):  # selection on a validation split, never on test
+        assert cfg.data.val_fraction == 0.2 and cfg.optimized_metric == "val/mean_iou"
     if overrides[0] == "+sweep=class_weighting_lr":
         params = cfg.hydra.sweeper.params
         assert params["loss.class_weighting"] == "none,inverse_frequency,median_frequency,enet_log"

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT, SMOKE, run_cli
 
 from bloodseg.models.segnet import SegNet
@@ -110,9 +111,46 @@ def test_optuna_preset_runs_a_budgeted_search(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    best = (tmp_path / "optimization_results.yaml").read_text()
-    assert "best_params" in best and "optimizer.lr" in best
-    assert len(collect_jobs(tmp_path)) == 2
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert "optimizer.lr" in best["best_params"]
+    jobs = collect_jobs(tmp_path)
+    assert len(jobs) == 2
+    # the search chose on the validation split carved from the training images, never on test
+    for job in jobs:
+        split = json.loads((job.path / "split.json").read_text())
+        assert (len(split["train"]), len(split["val"]), len(split["test"])) == (23, 6, 13)
+    assert best["best_value"] == pytest.approx(max(job.val_mean_iou for job in jobs), abs=1e-6)
+    assert "selects on the test split" not in result.stderr
+
+
+def test_optimising_a_test_metric_warns_about_the_leak(tmp_path):
+    result = run_cli(
+        "bloodseg.train",
+        "-m",
+        *QUICK,
+        "optimized_metric=test/mean_iou",
+        "seed=1",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "optimized_metric=test/mean_iou selects on the test split" in result.stderr
+    assert "data.val_fraction=0.2 optimized_metric=val/mean_iou" in result.stderr
+
+
+def test_optuna_without_a_validation_split_is_one_clear_error(tmp_path):
+    result = run_cli(
+        "bloodseg.train",
+        "-m",
+        *QUICK,
+        "+sweep=optuna_lr",
+        "hydra.sweeper.n_trials=1",
+        "data.val_fraction=0",
+        "test_after_fit=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode != 0
+    assert "optimized_metric=val/mean_iou has no value in this run" in result.stderr
+    assert "data.val_fraction=0.2" in result.stderr
 
 
 def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path):
