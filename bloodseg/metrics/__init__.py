@@ -1,1 +1,1 @@
-"""Segmentation metrics with MATLAB evaluateSemanticSegmentation semantics (GUIDE section 4)."""
+"""Segmentation metrics with MATLAB evaluateSemanticSegmentation semantics, plus Dice beside them."""
