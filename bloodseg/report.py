@@ -246,7 +246,14 @@ def config_rows(cfg: dict[str, Any]) -> list[list[str]]:
 
 
 def metrics_body(run_dir: Path, metrics: dict[str, Any] | None) -> str:
+    """Tables 1 and 2 and the per-image metrics of a run; a failed run shows its error instead."""
     if metrics is None:
+        status = read_json(run_dir / "job_status.json") or {}
+        if status.get("status") == "failed":
+            return (
+                f'<p class="note"><b>This run failed</b>: {esc(status.get("error", "unknown error"))}</p>'
+                f"<details><summary>Traceback</summary><pre>{esc(status.get('traceback', ''))}</pre></details>"
+            )
         return '<p class="note">No metrics.json in this run directory (no test evaluation yet).</p>'
     parts = [
         f"<h3>Table 1. Semantic segmentation metrics (test, {esc(metrics.get('num_images', '?'))} images)</h3>"
