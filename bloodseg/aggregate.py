@@ -2,11 +2,14 @@
 
 Jobs of the given multirun directories are grouped by their overrides without ``seed``; each group
 becomes one configuration with the mean and standard deviation over its seeds of every dataset
-metric (and per-class IoU / BF), the command that reproduces it, and the seeds. The best
-configuration (highest mean IoU) is repeated under ``best``::
+metric (and per-class accuracy / IoU / BF / Dice), the command that reproduces it, and the seeds.
+The best configuration is repeated under ``best``: highest validation mean IoU when every scored
+configuration has one (jobs trained with data.val_fraction > 0), else highest test mean IoU;
+``ranked_by`` says which (``val/mean_iou`` or ``test/mean_iou``)::
 
-    {"best": {...}, "runs": [{"experiment", "overrides", "command", "seeds", "num_jobs",
-                               "dataset": {...}, "dataset_std": {...}, "classes": {...}}, ...]}
+    {"ranked_by": ..., "best": {...}, "runs": [{"experiment", "overrides", "command", "seeds", "num_jobs",
+        "dataset": {...}, "dataset_std": {...}, "validation": {...}, "validation_std": {...},
+        "classes": {...}}, ...]}
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bloodseg.metrics.report import DATASET_KEYS, DATASET_LABELS
+from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS
 from bloodseg.sweep_report import JobRecord, collect_jobs
 
 IGNORED_KEYS = ("seed", "hydra.sweep.dir", "hydra.run.dir")
@@ -50,13 +53,17 @@ def configuration(jobs: list[JobRecord]) -> dict:
     }
     for key in DATASET_KEYS:
         entry["dataset"][key], entry["dataset_std"][key] = _mean_std(
-            [job.metrics["dataset"][key] for job in done]
+            [job.metrics["dataset"].get(key) for job in done]
         )
+    validation = [job.metrics.get("validation") or {} for job in done]
+    entry["validation"], entry["validation_std"] = {}, {}
+    for key in DATASET_KEYS:
+        entry["validation"][key], entry["validation_std"][key] = _mean_std([v.get(key) for v in validation])
     names = list(done[0].metrics["classes"]) if done else []
     for name in names:
         entry["classes"][name] = {}
-        for key in ("accuracy", "iou", "mean_bf_score"):
-            mean, std = _mean_std([job.metrics["classes"][name][key] for job in done])
+        for key in CLASS_KEYS:
+            mean, std = _mean_std([job.metrics["classes"][name].get(key) for job in done])
             entry["classes"][name][key], entry["classes"][name][f"{key}_std"] = mean, std
     if done:
         entry["model_init"] = sorted({job.metrics.get("model_init") or "" for job in done})
@@ -71,9 +78,24 @@ def aggregate(multirun_dirs: list[Path]) -> dict:
             key = tuple(sorted((k, v) for k, v in job.overrides.items() if k not in IGNORED_KEYS))
             groups.setdefault(key, []).append(job)
     runs = [configuration(jobs) for jobs in groups.values()]
+    ranked_by = ranking_key(runs)
+    scored = [run for run in runs if rank_value(run, ranked_by) is not None]
+    best = max(scored, key=lambda run: rank_value(run, ranked_by)) if scored else None
+    return {"ranked_by": ranked_by, "best": best, "runs": runs}
+
+
+def ranking_key(runs: list[dict]) -> str:
+    """``val/mean_iou`` when every configuration with test metrics also has validation ones, else
+    ``test/mean_iou`` (choosing on the test split: the best score is then optimistic)."""
     scored = [run for run in runs if run["dataset"]["mean_iou"] is not None]
-    best = max(scored, key=lambda run: run["dataset"]["mean_iou"]) if scored else None
-    return {"best": best, "runs": runs}
+    has_val = scored and all(run["validation"]["mean_iou"] is not None for run in scored)
+    return "val/mean_iou" if has_val else "test/mean_iou"
+
+
+def rank_value(run: dict, ranked_by: str) -> float | None:
+    """A configuration's mean of the ranking metric (None when it has none)."""
+    split, _, key = ranked_by.partition("/")
+    return run["validation" if split == "val" else "dataset"].get(key)
 
 
 def _mean_pm_std(mean: float | None, std: float | None) -> str:
@@ -83,29 +105,46 @@ def _mean_pm_std(mean: float | None, std: float | None) -> str:
 def results_markdown(results: dict) -> str:
     """Markdown tables of results.json: Table 1 (dataset metrics) per configuration, best first, and
     Table 2 (per-class accuracy / IoU / mean BF) of the best configuration; cells are mean ± std."""
-    runs = sorted(results["runs"], key=lambda run: -(run["dataset"]["mean_iou"] or float("-inf")))
+    ranked_by = results.get("ranked_by", "test/mean_iou")
+    by_val = ranked_by.startswith("val/")
+
+    def order(run: dict) -> float:
+        value = rank_value(run, ranked_by) if "validation" in run else run["dataset"]["mean_iou"]
+        return -(value if value is not None else float("-inf"))
+
+    runs = sorted(results["runs"], key=order)
     common = set.intersection(*(set(run["overrides"]) for run in runs)) if len(runs) > 1 else set()
     lines = [f"Overrides of every configuration: `{' '.join(sorted(common))}`", ""] if common else []
     lines += [
-        "| configuration | seeds | " + " | ".join(DATASET_LABELS) + " |",
-        "| --- | --- |" + " --- |" * len(DATASET_KEYS),
+        f"Ranked by {'validation' if by_val else 'TEST'} mean IoU (`{ranked_by}`), best first"
+        + (
+            "; the test columns are reported, not used to choose."
+            if by_val
+            else ": no validation split, so the best configuration's test score is optimistic "
+            "(sweep with data.val_fraction=0.2)."
+        ),
+        "",
+        "| configuration | seeds | "
+        + ("Val mean IoU | " if by_val else "")
+        + " | ".join(f"Test {label[0].lower()}{label[1:]}" if by_val else label for label in DATASET_LABELS)
+        + " |",
+        "| --- | --- |" + (" --- |" if by_val else "") + " --- |" * len(DATASET_KEYS),
     ]
     for run in runs:
         label = " ".join(o for o in run["overrides"] if o not in common) or "(defaults)"
         cells = [_mean_pm_std(run["dataset"][key], run["dataset_std"][key]) for key in DATASET_KEYS]
+        if by_val:
+            cells.insert(0, _mean_pm_std(run["validation"]["mean_iou"], run["validation_std"]["mean_iou"]))
         lines.append(f"| `{label}` | {len(run['seeds'])} | " + " | ".join(cells) + " |")
     best = results["best"]
     if best:
         lines += [
             "",
-            "| class (best configuration) | Accuracy | IoU | Mean BF Score |",
-            "| --- | --- | --- | --- |",
+            "| class (best configuration) | " + " | ".join(CLASS_LABELS) + " |",
+            "| --- |" + " --- |" * len(CLASS_KEYS),
         ]
         for name, values in best["classes"].items():
-            cells = [
-                _mean_pm_std(values[key], values[f"{key}_std"])
-                for key in ("accuracy", "iou", "mean_bf_score")
-            ]
+            cells = [_mean_pm_std(values.get(key), values.get(f"{key}_std")) for key in CLASS_KEYS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -161,7 +161,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-H100_CLASS_PEAK_FLOPS = 800e12  # dense bf16 matrix throughput of an H100 / H200 (GUIDE section 5)
+H100_CLASS_PEAK_FLOPS = 800e12  # dense bf16 matrix throughput of an H100 / H200 (the MFU reference)
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -79,7 +79,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[
         raise BloodsegError(f"callbacks.progress_bar={c.progress_bar} is unknown; use rich, tqdm or none")
     if c.lr_monitor and with_loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    if c.early_stopping is not None:
+    if c.early_stopping.monitor:  # stop when the monitored value has not improved for `patience` epochs
         e = c.early_stopping
         callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience))
     if cfg.logger.wandb is not None and with_loggers:  # W&B media: overlays, confusion matrix, tables

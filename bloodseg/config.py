@@ -231,7 +231,7 @@ class CheckpointConfig:
 
 @dataclass
 class EarlyStoppingConfig:
-    monitor: str = "val/mean_iou"
+    monitor: str | None = None  # e.g. val/mean_iou; None = no early stopping
     mode: str = "max"
     patience: int = 20
 
@@ -241,7 +241,7 @@ class CallbacksConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     progress_bar: str = "rich"
     lr_monitor: bool = True
-    early_stopping: EarlyStoppingConfig | None = None
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -258,7 +258,7 @@ class TrainConfig:
     ckpt_path: str | None = None
     auto_resume: bool = True
     test_after_fit: bool = True
-    optimized_metric: str | None = "test/mean_iou"
+    optimized_metric: str | None = "val/mean_iou"
     launcher_gpus: list[Any] | None = None
     data: DataConfig = MISSING
     model: ModelConfig = MISSING

@@ -1,6 +1,6 @@
 """Class-weighting schemes against class imbalance, and the weighted cross entropy.
 
-All schemes work from training-label statistics with ignore (255) excluded (GUIDE section 4):
+All schemes work from training-label statistics with ignore (255) excluded:
 ``pixel_count[c]`` = labelled pixels of class c; ``image_pixel_count[c]`` = labelled pixels of
 the training images that contain c.
 """

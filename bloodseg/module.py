@@ -13,17 +13,23 @@ from torchvision.transforms.v2 import functional as F
 
 from bloodseg.data.transforms import flip_shift_batch
 from bloodseg.losses import WeightedCrossEntropy
+from bloodseg.metrics.confusion import SegmentationConfusion
 from bloodseg.metrics.suite import SegmentationMetrics
 
 log = logging.getLogger(__name__)
 
+# dataset-level values logged per split (mean_bf_score only where BF is computed: val and test)
+LOGGED_KEYS = ("global_accuracy", "mean_accuracy", "weighted_iou", "mean_bf_score", "mean_dice")
 CHECKPOINT_KEY = "bloodseg"
 
 
 class SegmentationModule(L.LightningModule):
-    """Trains a segmentation network on uint8 batches {"image", "mask", "index"} and scores val/test.
+    """Trains a segmentation network on uint8 batches {"image", "mask", "index"} and scores train/val/test.
 
-    ``meta`` (class names and colours, image size, normalisation, the resolved run config, ...)
+    Every epoch logs ``train/*`` confusion metrics (accuracy, IoU, Dice; dataset and per class) of the
+    training step's own predictions (augmented images, network in training mode; no extra forward
+    pass), ``val/*`` (those plus the BF score) when a validation split exists, and ``test/*`` once
+    after training. ``meta`` (class names and colours, image size, normalisation, the resolved run config, ...)
     is stored in every checkpoint under ``"bloodseg"``, so a checkpoint alone can rebuild the model.
     """
 
@@ -50,6 +56,7 @@ class SegmentationModule(L.LightningModule):
         self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1) * 255.0, persistent=False)
         num_classes = len(self.class_names)
+        self.train_metrics = SegmentationConfusion(num_classes)
         self.val_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
         self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
         self.test_results: dict[str, Any] | None = None
@@ -68,6 +75,7 @@ class SegmentationModule(L.LightningModule):
         for tensor in [*self.parameters(), *self.buffers()]:
             if tensor.is_shared():
                 tensor.data = tensor.data.clone()
+        self.train_metrics.reset()
         self.val_metrics.reset()
         self.test_metrics.reset()
 
@@ -121,11 +129,20 @@ class SegmentationModule(L.LightningModule):
 
     # ---- steps -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Weighted cross entropy of a batch; its predictions also feed the epoch's train/* metrics."""
         logits = self(batch["image"])
-        loss = self.criterion(logits, batch["mask"].long())
+        masks = batch["mask"].long()
+        loss = self.criterion(logits, masks)
         # not on the progress bar: showing it every step would cost a host sync per step
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(logits))
+        self.train_metrics.update(logits.detach().argmax(1), masks)  # stays on the device: no sync
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's train/* accuracy, IoU and Dice (dataset and per class) and start afresh."""
+        results = self.train_metrics.compute()
+        self.train_metrics.reset()
+        self._log_split("train", results)
 
     def _eval_step(
         self, batch: dict[str, torch.Tensor], stage: str, metrics: SegmentationMetrics
@@ -143,28 +160,35 @@ class SegmentationModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_metrics)
 
+    def _log_split(self, stage: str, results: dict[str, torch.Tensor]) -> None:
+        """Log a split's dataset metrics and per-class accuracy / IoU / Dice (/ BF when computed).
+
+        The values are already reduced over all devices (torchmetrics syncs in compute), so every rank
+        logs the same numbers; ``<stage>/mean_iou`` is shown on the progress bar.
+        """
+        per_class = {"accuracy": "class_accuracy", "iou": "class_iou", "dice": "class_dice"}
+        if "class_bf_score" in results:
+            per_class["bf_score"] = "class_bf_score"
+        scalars = {f"{stage}/{k}": results[k] for k in LOGGED_KEYS if k in results}
+        for i, name in enumerate(self.class_names):
+            for label, key in per_class.items():
+                scalars[f"{stage}/{label}/{name}"] = results[key][i]
+        self.log_dict({k: v.float() for k, v in scalars.items()}, sync_dist=True)
+        self.log(f"{stage}/mean_iou", results["mean_iou"].float(), prog_bar=True, sync_dist=True)
+
     def _summarize(self, stage: str, metrics: SegmentationMetrics) -> dict[str, torch.Tensor]:
-        """Compute, reset and log a split's metrics: dataset values and per-class accuracy / IoU / BF."""
+        """Compute, reset and log a split's metrics: dataset values and per-class accuracy / IoU / BF / Dice."""
         results = metrics.compute()
         metrics.reset()
-        scalars = {
-            f"{stage}/{k}": results[k]
-            for k in ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
-        }
-        for i, name in enumerate(self.class_names):
-            scalars[f"{stage}/accuracy/{name}"] = results["class_accuracy"][i]
-            scalars[f"{stage}/iou/{name}"] = results["class_iou"][i]
-            scalars[f"{stage}/bf_score/{name}"] = results["class_bf_score"][i]
-        self.log_dict(
-            {k: v.float() for k, v in scalars.items()}, prog_bar=False, sync_dist=True
-        )  # equal on all ranks
+        self._log_split(stage, results)
         return results
 
     def on_validation_epoch_end(self) -> None:
-        results = self._summarize("val", self.val_metrics)
-        self.log("val/mean_iou", results["mean_iou"].float(), prog_bar=True)
+        """Log the validation split's metrics of this epoch (monitorable as val/mean_iou etc.)."""
+        self._summarize("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
+        """Log the test split's metrics and keep them (with per-image values) for the artifacts."""
         results = self._summarize("test", self.test_metrics)
         self.test_results = {k: v.detach().cpu() for k, v in results.items()}
 

@@ -25,8 +25,15 @@ from typing import Any
 
 import yaml
 
-from bloodseg.metrics.report import DATASET_KEYS, DATASET_LABELS, EXTRA_KEYS, EXTRA_LABELS, rules_line
-from bloodseg.sweep_report import collect_jobs, summary_rows, varying_keys, write_sweep_summary
+from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS, rules_line
+from bloodseg.sweep_report import (
+    RANKING_TEXT,
+    collect_jobs,
+    ranking_split,
+    summary_rows,
+    varying_keys,
+    write_sweep_summary,
+)
 from bloodseg.viz import plt  # matplotlib with the Agg backend
 
 SECTIONS_RUN = [
@@ -131,7 +138,7 @@ def read_json(path: Path) -> Any:
 # ---- training curves ------------------------------------------------------------------------------------
 CURVE_PANELS = [
     ("Loss", ["train/loss_epoch", "val/loss", "test/loss"]),
-    ("Mean IoU", ["val/mean_iou", "test/mean_iou"]),
+    ("Mean IoU", ["train/mean_iou", "val/mean_iou", "test/mean_iou"]),
     ("Mean BF score", ["val/mean_bf_score", "test/mean_bf_score"]),
 ]
 
@@ -239,7 +246,14 @@ def config_rows(cfg: dict[str, Any]) -> list[list[str]]:
 
 
 def metrics_body(run_dir: Path, metrics: dict[str, Any] | None) -> str:
+    """Tables 1 and 2 and the per-image metrics of a run; a failed run shows its error instead."""
     if metrics is None:
+        status = read_json(run_dir / "job_status.json") or {}
+        if status.get("status") == "failed":
+            return (
+                f'<p class="note"><b>This run failed</b>: {esc(status.get("error", "unknown error"))}</p>'
+                f"<details><summary>Traceback</summary><pre>{esc(status.get('traceback', ''))}</pre></details>"
+            )
         return '<p class="note">No metrics.json in this run directory (no test evaluation yet).</p>'
     parts = [
         f"<h3>Table 1. Semantic segmentation metrics (test, {esc(metrics.get('num_images', '?'))} images)</h3>"
@@ -250,22 +264,14 @@ def metrics_body(run_dir: Path, metrics: dict[str, Any] | None) -> str:
             [
                 [label, metrics["dataset"].get(key)]
                 for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
-            ]
-            + [
-                [label, metrics["dataset"][key]]
-                for key, label in zip(EXTRA_KEYS, EXTRA_LABELS, strict=True)
-                if key in metrics["dataset"]
             ],
         )
     )
     parts.append("<h3>Table 2. Class metrics</h3>")
     parts.append(
         table(
-            ["class", "Accuracy", "IoU", "Dice", "Mean BF Score"],
-            [
-                [n, v.get("accuracy"), v.get("iou"), v.get("dice"), v.get("mean_bf_score")]
-                for n, v in metrics["classes"].items()
-            ],
+            ["class", *CLASS_LABELS],
+            [[n, *[v.get(key) for key in CLASS_KEYS]] for n, v in metrics["classes"].items()],
         )
     )
     parts.append(f'<p class="note">{esc(rules_line(metrics))}</p>')
@@ -400,7 +406,8 @@ def sweep_sections(multirun_dir: Path) -> tuple[list[str], Path | None]:
     header, rows = summary_rows(jobs)
     keys = varying_keys(jobs)
     completed = [job for job in jobs if job.metrics is not None]
-    best = max(completed, key=lambda job: job.mean_iou).path if completed else None
+    split = ranking_split(jobs)
+    best = max(completed, key=lambda job: job.rank_value(split)).path if completed else None
     shown = [[*row[:-1], Path(row[-1]).name] for row in rows]
     table_html = table(
         [*header[:-1], "job"], shown, left=len(keys), row_class=lambda r: "best" if r == 0 and best else ""
@@ -415,7 +422,7 @@ def sweep_sections(multirun_dir: Path) -> tuple[list[str], Path | None]:
         else ""
     )
     intro = sync + (
-        f'<p class="note">{len(jobs)} jobs, {done} with metrics, sorted by test mean IoU (best first, green). '
+        f'<p class="note">{len(jobs)} jobs, {done} with metrics, best first (green). {esc(RANKING_TEXT[split])} '
         f"Varying: {esc(', '.join(keys) or 'nothing')}. Common overrides: {esc(' '.join(common) or 'none')}.</p>"
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,12 @@
 """``python -m bloodseg.sweep_report MULTIRUN_DIR``: one table of every job of a Hydra multirun.
 
 Reads each job's ``.hydra/overrides.yaml``, ``metrics.json`` and ``job_status.json`` and writes
-``sweep_summary.csv`` and ``sweep_summary.md`` (sorted by mean IoU; columns: the overrides that
-vary between jobs, every dataset metric, per-class IoU), plus ``sweep_heatmap.png`` (mean IoU)
-when exactly two keys vary. Jobs without metrics are listed as failed or incomplete, never dropped.
+``sweep_summary.csv`` and ``sweep_summary.md`` (columns: the overrides that vary between jobs, the
+validation mean IoU when the jobs had a validation split, every test dataset metric, per-class IoU),
+plus ``sweep_heatmap.png`` (test mean IoU) when exactly two keys vary. Jobs are ranked by their
+validation mean IoU when every scored job has one (the test split then plays no part in the choice),
+else by test mean IoU, and the summary says which. Jobs without metrics are listed as failed or
+incomplete, never dropped.
 """
 
 from __future__ import annotations
@@ -35,8 +38,32 @@ class JobRecord:
 
     @property
     def mean_iou(self) -> float:
+        """Test mean IoU (-inf when missing)."""
         value = (self.metrics or {}).get("dataset", {}).get("mean_iou")
         return float("-inf") if value is None else float(value)
+
+    @property
+    def val_mean_iou(self) -> float | None:
+        """The last epoch's validation mean IoU, None when the job had no validation split."""
+        return ((self.metrics or {}).get("validation") or {}).get("mean_iou")
+
+    def rank_value(self, split: str) -> float:
+        """Mean IoU of the ranking split ("val" or "test"); -inf when missing."""
+        value = self.val_mean_iou if split == "val" else self.mean_iou
+        return float("-inf") if value is None else float(value)
+
+
+RANKING_TEXT = {
+    "val": "Ranked by validation mean IoU (last epoch; the test split plays no part in the choice).",
+    "test": "Ranked by TEST mean IoU: these jobs have no validation split, so choosing from this table "
+    "selects on the test split and its best score is optimistic; sweep with data.val_fraction=0.2.",
+}
+
+
+def ranking_split(jobs: list[JobRecord]) -> str:
+    """The ranking split: "val" when every job with metrics has a validation mean IoU, else "test"."""
+    scored = [job for job in jobs if job.metrics is not None]
+    return "val" if scored and all(job.val_mean_iou is not None for job in scored) else "test"
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
@@ -75,11 +102,13 @@ def varying_keys(jobs: list[JobRecord]) -> list[str]:
 
 
 def summary_rows(jobs: list[JobRecord]) -> tuple[list[str], list[list]]:
-    """The header and rows of the sweep table: completed jobs by mean IoU, then the others."""
+    """The header and rows of the sweep table: completed jobs best first (see ranking_split), then the others."""
     keys = varying_keys(jobs)
+    split = ranking_split(jobs)
     classes = next((list(job.class_iou) for job in jobs if job.class_iou), [])
-    header = [*keys, *DATASET_KEYS, *[f"iou_{c}" for c in classes], "status", "job_dir"]
-    ordered = sorted(jobs, key=lambda j: (j.metrics is None, -j.mean_iou, str(j.path)))
+    val_column = ["val_mean_iou"] if split == "val" else []
+    header = [*keys, *val_column, *DATASET_KEYS, *[f"iou_{c}" for c in classes], "status", "job_dir"]
+    ordered = sorted(jobs, key=lambda j: (j.metrics is None, -j.rank_value(split), str(j.path)))
     rows = []
     for job in ordered:
         dataset = (job.metrics or {}).get("dataset", {})
@@ -87,6 +116,7 @@ def summary_rows(jobs: list[JobRecord]) -> tuple[list[str], list[list]]:
         rows.append(
             [
                 *[job.overrides.get(k, "") for k in keys],
+                *([job.val_mean_iou] if val_column else []),
                 *[dataset.get(k) for k in DATASET_KEYS],
                 *[job.class_iou.get(c) for c in classes],
                 status,
@@ -125,6 +155,8 @@ def write_sweep_summary(multirun_dir: Path, out_dir: Path | None = None) -> dict
         "",
         f"{len(jobs)} jobs, {len(jobs) - len(failed)} with metrics, "
         f"{len(failed)} failed or incomplete. Common overrides: {' '.join(common) or 'none'}.",
+        "",
+        RANKING_TEXT[ranking_split(jobs)],
         "",
         "| " + " | ".join(header[:-1]) + " |",
         "|" + " --- |" * (len(header) - 1),

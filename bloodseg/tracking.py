@@ -465,9 +465,15 @@ class WandbMedia(Callback):
             return None if np.isnan(x) else x
 
         per_class = wandb.Table(
-            columns=["class", "accuracy", "iou", "mean_bf_score"],
+            columns=["class", "accuracy", "iou", "mean_bf_score", "dice"],
             data=[
-                [n, value("class_accuracy", i), value("class_iou", i), value("class_bf_score", i)]
+                [
+                    n,
+                    value("class_accuracy", i),
+                    value("class_iou", i),
+                    value("class_bf_score", i),
+                    value("class_dice", i),
+                ]
                 for i, n in enumerate(names)
             ],
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bloodseg.config import check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
+from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.sweeps import assign_job_gpu
 from bloodseg.tracking import finish as finish_tracking
 from bloodseg.tracking import run_summary
@@ -57,11 +59,29 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(own)
 
 
+def check_validation_monitors(cfg: DictConfig, has_val_split: bool) -> None:
+    """Fail clearly when checkpointing, early stopping or the objective watch val/* without a val split."""
+    if has_val_split:
+        return
+    watched = {
+        "callbacks.checkpoint.monitor": cfg.callbacks.checkpoint.monitor
+        if cfg.callbacks.checkpoint.save_top_k
+        else None,
+        "callbacks.early_stopping.monitor": cfg.callbacks.early_stopping.monitor,
+    }
+    for key, value in watched.items():
+        if value and str(value).startswith("val/"):
+            raise BloodsegError(
+                f"{key}={value} needs a validation split, but data.val_fraction={cfg.data.val_fraction} "
+                "gives none; fix: add data.val_fraction=0.2 (or monitor a train/* value)"
+            )
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train on the configured data and evaluate the test split.
 
     Returns {"metrics": metrics.json's content (None without a test split), "callback_metrics": the
-    last logged values}.
+    last logged values, "has_val_split": whether a validation split was scored every epoch}.
     """
     check_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +89,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule = BloodSmearDataModule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup()
+    has_val = bool(datamodule.split["val"])
+    check_validation_monitors(cfg, has_val)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     if ckpt_path:
         check_checkpoint_classes(read_checkpoint_meta(ckpt_path), list(datamodule.table.names), ckpt_path)
@@ -101,10 +123,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             run_dir,
             loggers=loggers,
             callbacks=callbacks,
-            limit_val_batches=None if datamodule.split["val"] else 0,
+            limit_val_batches=None if has_val else 0,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if has_val:  # the last epoch's validation values go into metrics.json: sweeps rank on them
+            last = {k: fit_metrics[f"val/{k}"] for k in DATASET_KEYS if f"val/{k}" in fit_metrics}
+            artifacts.extra["validation"] = {k: None if math.isnan(v) else v for k, v in last.items()}
         metrics = None
         if cfg.test_after_fit and datamodule.split["test"]:
             trainer.test(module, datamodule=datamodule, verbose=False)
@@ -115,16 +140,26 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         wandb_run = finish_tracking(loggers, run_dir, succeeded)
     if rank_zero_only.rank == 0:  # (tracking) the one-screen end-of-run summary, on stdout
         print(run_summary(metrics, run_dir, wandb_run), flush=True)
-    return {"metrics": metrics, "callback_metrics": fit_metrics}
+    return {"metrics": metrics, "callback_metrics": fit_metrics, "has_val_split": has_val}
 
 
 def objective(cfg: DictConfig, result: dict[str, Any]) -> float | None:
-    """The value sweepers maximise (``optimized_metric``): test/<dataset metric> or a logged val/... value."""
+    """The value sweepers maximise (``optimized_metric``): a logged val/... value (last epoch) or test/<metric>.
+
+    Returns None when nothing is to be returned: ``optimized_metric=null``, a val/* key in a run
+    without a validation split, or a test/* key in a run without test evaluation. A test/* key is
+    allowed but warned about: choosing hyperparameters on the test split leaks it into the score.
+    """
     key = cfg.optimized_metric
     if key is None:
         return None
     stage, _, name = key.partition("/")
     if stage == "test":
+        log.warning(
+            "optimized_metric=%s selects on the test split: the chosen configuration's test score is then "
+            "optimistic (test data leaked into the choice); fix: data.val_fraction=0.2 optimized_metric=val/mean_iou",
+            key,
+        )
         if result["metrics"] is None:
             log.info("optimized_metric=%s: no test evaluation in this run (test_after_fit=false)", key)
             return None
@@ -134,17 +169,25 @@ def objective(cfg: DictConfig, result: dict[str, Any]) -> float | None:
                 f"{', '.join('test/' + k for k in result['metrics']['dataset'])}"
             )
         return result["metrics"]["dataset"][name]
+    if stage == "val" and not result.get("has_val_split", True):
+        log.info("optimized_metric=%s: this run has no validation split (data.val_fraction=0)", key)
+        return None
     if key not in result["callback_metrics"]:
         raise BloodsegError(
-            f"optimized_metric={key} was not logged; known: {sorted(result['callback_metrics'])} "
-            "(val/* needs data.val_fraction > 0)"
+            f"optimized_metric={key} was not logged; known: {sorted(result['callback_metrics'])}"
         )
     return result["callback_metrics"][key]
 
 
+def sweeper_needs_value() -> bool:
+    """Whether this multirun's sweeper (e.g. Optuna) uses each job's return value (Hydra's basic one does not)."""
+    target = str(HydraConfig.get().sweeper.get("_target_", ""))
+    return not target.endswith("BasicSweeper")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns ``optimized_metric`` (test mean IoU by default) for sweepers."""
+    """Hydra entry point; returns ``optimized_metric`` (validation mean IoU by default) for sweepers."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -156,6 +199,11 @@ def main(cfg: DictConfig) -> float | None:
             log.info("sweep job %d runs on GPU %s", hydra_cfg.job.num, gpu)
         result = train(cfg, run_dir)
         value = objective(cfg, result)
+        if value is None and multirun and cfg.optimized_metric and sweeper_needs_value():
+            raise BloodsegError(
+                f"optimized_metric={cfg.optimized_metric} has no value in this run, but the sweeper needs one; "
+                "fix: add data.val_fraction=0.2 (val/* metrics need a validation split)"
+            )
     except BloodsegError as error:
         log.error("%s", error)
         if multirun:  # let Hydra record the failure and run the other jobs

@@ -12,7 +12,7 @@ from bloodseg.aggregate import aggregate, main
 from bloodseg.sweep_report import write_sweep_summary
 
 
-def make_job(root, num, overrides, mean_iou=None, status=None):
+def make_job(root, num, overrides, mean_iou=None, status=None, val_iou=None):
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -25,9 +25,10 @@ def make_job(root, num, overrides, mean_iou=None, status=None):
             "mean_bf_score": mean_iou / 2,
         }
         classes = {c: {"accuracy": 0.8, "iou": mean_iou, "mean_bf_score": 0.5} for c in ("background", "wbc")}
-        (job / "metrics.json").write_text(
-            json.dumps({"dataset": dataset, "classes": classes, "model_init": "random"})
-        )
+        metrics = {"dataset": dataset, "classes": classes, "model_init": "random"}
+        if val_iou is not None:
+            metrics["validation"] = {"mean_iou": val_iou, "global_accuracy": 0.5}
+        (job / "metrics.json").write_text(json.dumps(metrics))
     if status:
         (job / "job_status.json").write_text(json.dumps(status))
 
@@ -83,5 +84,49 @@ def test_markdown_tables_show_mean_and_std_best_first(sweep, tmp_path):
     assert "experiment=" not in rows[0] and "optimizer.lr=0.001" in rows[0] and "| 0.820 ± 0.028 |" in rows[0]
     assert "optimizer.lr=0.01" in rows[1] and "| 0.720 ± 0.028 |" in rows[1]
     assert "optimizer.lr=0.1" in rows[2] and "n/a" in rows[2]  # the failed configuration is kept
-    assert "| wbc | 0.800 ± 0.000 | 0.820 ± 0.028 | 0.500 ± 0.000 |" in text
+    assert "| wbc | 0.800 ± 0.000 | 0.820 ± 0.028 | n/a | 0.500 ± 0.000 |" in text  # no dice recorded
     assert json.loads(out.read_text())["best"]["overrides"][1] == "optimizer.lr=0.001"
+
+
+@pytest.fixture
+def val_sweep(tmp_path):
+    """lr 0.01 is better on test, lr 0.001 on validation: ranking must follow validation."""
+    for num, (lr, seed, test_iou, val_iou) in enumerate(
+        [("0.01", 1, 0.90, 0.60), ("0.01", 2, 0.92, 0.62), ("0.001", 1, 0.70, 0.80), ("0.001", 2, 0.74, 0.84)]
+    ):
+        make_job(tmp_path, num, [f"optimizer.lr={lr}", f"seed={seed}"], test_iou, val_iou=val_iou)
+    return tmp_path
+
+
+def test_best_configuration_is_chosen_on_validation_when_present(val_sweep, tmp_path):
+    results = aggregate([val_sweep])
+    assert results["ranked_by"] == "val/mean_iou"
+    assert results["best"]["overrides"] == ["optimizer.lr=0.001"]
+    assert results["best"]["validation"]["mean_iou"] == pytest.approx(0.82)
+    assert results["best"]["dataset"]["mean_iou"] == pytest.approx(0.72)  # reported, not used to choose
+    md = tmp_path / "tables.md"
+    assert main([str(val_sweep), "--out", str(tmp_path / "r.json"), "--md", str(md)]) == 0
+    text = md.read_text()
+    assert "Ranked by validation mean IoU (`val/mean_iou`)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert "optimizer.lr=0.001" in rows[0] and rows[0].split("|")[3].strip() == "0.820 ± 0.028"
+
+
+def test_without_validation_the_tables_say_they_rank_on_test(sweep, tmp_path):
+    assert aggregate([sweep])["ranked_by"] == "test/mean_iou"
+    text = write_sweep_summary(sweep)["md"].read_text()
+    assert "Ranked by TEST mean IoU" in text and "optimistic" in text
+
+
+def test_sweep_table_ranks_on_validation_when_present(val_sweep):
+    paths = write_sweep_summary(val_sweep)
+    text = paths["md"].read_text()
+    assert "Ranked by validation mean IoU" in text
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| 0.")]
+    # columns: optimizer.lr, seed, val_mean_iou, then the test metrics
+    assert [(r[1].strip(), r[3].strip()) for r in rows] == [
+        ("0.001", "0.84000"),
+        ("0.001", "0.80000"),
+        ("0.01", "0.62000"),
+        ("0.01", "0.60000"),
+    ]

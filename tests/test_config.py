@@ -69,6 +69,8 @@ def test_sweep_and_launcher_presets_compose(overrides):
         cfg = compose(
             config_name="train", overrides=["experiment=segnet_vgg16", *overrides], return_hydra_config=True
         )
+    if overrides[0].startswith("+sweep="):  # selection on a validation split, never on test
+        assert cfg.data.val_fraction == 0.2 and cfg.optimized_metric == "val/mean_iou"
     if overrides[0] == "+sweep=class_weighting_lr":
         params = cfg.hydra.sweeper.params
         assert params["loss.class_weighting"] == "none,inverse_frequency,median_frequency,enet_log"
@@ -210,3 +212,27 @@ def test_other_entry_configs_compose(entry):
         assert list(cfg.data.image_size) == [64, 96] and "bf_score" in cfg.bench.measurements
     else:
         assert cfg.data.source.value == "cellavision" and cfg.split == "test"
+
+
+NATIVE_SIZE = {
+    "synthetic": [360, 480],
+    "folder": [360, 480],
+    "allidb1": [360, 480],
+    "cellavision": [300, 300],
+}
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+@pytest.mark.parametrize("data", options("data"))
+def test_data_preset_keeps_its_native_size_under_every_experiment(experiment, data):
+    """Presets compose as read: the data preset's size and classes, the experiment's protocol and model."""
+    assert set(options("data")) == set(NATIVE_SIZE)  # a new data preset needs its native size here
+    alone = compose_train([f"data={data}", *EXTRA.get(f"data/{data}", [])])
+    cfg = compose_train([f"experiment={experiment}", f"data={data}", *EXTRA.get(f"data/{data}", [])])
+    assert list(cfg.data.image_size) == NATIVE_SIZE[data]
+    assert cfg.data.classes == alone.data.classes and cfg.data.source == alone.data.source
+    assert (cfg.data.test_fraction, cfg.data.val_fraction, cfg.data.augment_copies) == (0.3, 0.0, 4)
+    assert cfg.loss.class_weighting.value == "median_frequency" and cfg.trainer.max_epochs == 100
+    assert cfg.name == experiment
+    user = compose_train([f"experiment={experiment}", f"data={data}", "data.image_size=[128,160]"])
+    assert list(user.data.image_size) == [128, 160]  # the command line still wins

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from bloodseg.errors import BloodsegError
 from bloodseg.metrics.boundary import bf_scores, boundaries, match_limit, within_distance
-from bloodseg.metrics.confusion import confusion_matrices, per_image_counts
+from bloodseg.metrics.confusion import SegmentationConfusion, confusion_matrices, per_image_counts
 from bloodseg.metrics.report import build_metrics, paper_tables
 from bloodseg.metrics.suite import SegmentationMetrics
 
@@ -351,3 +351,62 @@ def test_per_image_counts_by_bincount_and_by_comparison_agree():
     assert torch.equal(by_bincount, per_image_counts(values, 10, by_comparison=True))
     expected = [[int((image == b).sum()) for b in range(10)] for image in values.numpy()]
     assert by_bincount.tolist() == expected
+
+
+def check(results, expected):
+    """Each expected value (number or list) equals the result's tensor, NaN for NaN."""
+    for key, value in expected.items():
+        torch.testing.assert_close(
+            results[key].double(), torch.tensor(value, dtype=torch.float64), equal_nan=True
+        )
+
+
+def test_dice_by_hand():
+    # C = [[1,1,0],[1,2,0],[1,0,1]]: rows 2,3,2; columns 3,3,1; dice_c = 2 C[c,c] / (row_c + col_c)
+    metric = SegmentationConfusion(3)
+    metric.update(PRED[None], GT[None])
+    dice = [2 * 1 / (2 + 3), 2 * 2 / (3 + 3), 2 * 1 / (2 + 1)]
+    check(metric.compute(), {"class_dice": dice, "mean_dice": sum(dice) / 3})
+    # a class in neither ground truth nor prediction is NaN, and (current MATLAB rules) so is the mean
+    absent = SegmentationConfusion(4)
+    absent.update(PRED[None], GT[None])
+    check(absent.compute(), {"class_dice": [*dice, nan], "mean_dice": nan})
+
+
+def test_dice_is_two_iou_over_one_plus_iou_on_random_maps():
+    rng = np.random.default_rng(5)
+    truth = torch.from_numpy(np.stack([random_labels(rng, 4, 20, 30, 2) for _ in range(3)]))
+    pred = torch.from_numpy(np.stack([random_labels(rng, 4, 20, 30, 2) for _ in range(3)]))
+    results = SegmentationConfusion(4).forward(pred, truth)
+    iou = results["class_iou"]
+    torch.testing.assert_close(results["class_dice"], 2 * iou / (1 + iou), equal_nan=True)
+
+
+def test_confusion_update_matches_torchmetrics_functional_reference():
+    """The device-side (sync-free) update counts exactly what torchmetrics' own confusion matrix counts."""
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    generator = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 5, (4, 17, 23), generator=generator)
+    target[torch.rand(target.shape, generator=generator) < 0.2] = 255
+    pred = torch.randint(0, 5, (4, 17, 23), generator=generator)
+    metric = SegmentationConfusion(5)
+    metric.update(pred[:1], target[:1])
+    metric.update(pred[1:], target[1:])
+    reference = multiclass_confusion_matrix(pred, target, 5, ignore_index=255)
+    assert torch.equal(metric.compute()["counts"], reference)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host synchronisation exists only on CUDA")
+def test_confusion_update_never_waits_for_the_gpu():
+    metric = SegmentationConfusion(3).cuda()
+    pred = torch.randint(0, 3, (2, 64, 64), device="cuda")
+    target = torch.randint(0, 3, (2, 64, 64), device="cuda")
+    target[:, :4] = 255
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metric.update(pred, target)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(metric.confmat.sum()) == 2 * 60 * 64

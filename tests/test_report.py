@@ -126,3 +126,14 @@ def test_two_swept_keys_get_the_sweep_heatmap(sweep, tmp_path):
 def test_report_of_something_else_fails_cleanly(tmp_path):
     result = run_cli("bloodseg.report", str(tmp_path))
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_report_of_a_failed_run_shows_the_failure(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "job_status.json").write_text(
+        '{"status": "failed", "error": "MisconfigurationException: logged <twice>", "traceback": "line 1"}'
+    )
+    text = write_report(run_dir).read_text()
+    assert "This run failed" in text and "MisconfigurationException: logged &lt;twice&gt;" in text
+    assert "No metrics.json" not in text

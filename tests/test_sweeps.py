@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,11 +13,13 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, SMOKE, run_cli
+import yaml
+from conftest import ROOT, SMOKE, compose_train, run_cli
 
 from bloodseg.models.segnet import SegNet
 from bloodseg.module import SegmentationModule
 from bloodseg.sweep_report import collect_jobs, write_sweep_summary
+from bloodseg.train import objective
 
 pytestmark = pytest.mark.slow
 QUICK = [
@@ -110,9 +113,47 @@ def test_optuna_preset_runs_a_budgeted_search(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    best = (tmp_path / "optimization_results.yaml").read_text()
-    assert "best_params" in best and "optimizer.lr" in best
-    assert len(collect_jobs(tmp_path)) == 2
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert "optimizer.lr" in best["best_params"]
+    jobs = collect_jobs(tmp_path)
+    assert len(jobs) == 2
+    # the search chose on the validation split carved from the training images, never on test
+    for job in jobs:
+        split = json.loads((job.path / "split.json").read_text())
+        assert (len(split["train"]), len(split["val"]), len(split["test"])) == (23, 6, 13)
+    assert best["best_value"] == pytest.approx(max(job.val_mean_iou for job in jobs), abs=1e-6)
+    assert "selects on the test split" not in result.stderr
+
+
+def test_optimising_a_test_metric_warns_about_the_leak(caplog):
+    metrics = {"dataset": {"mean_iou": 0.5}}
+    result = {"metrics": metrics, "callback_metrics": {"val/mean_iou": 0.4}, "has_val_split": True}
+    with caplog.at_level(logging.WARNING, logger="bloodseg.train"):
+        assert objective(compose_train([*SMOKE, "optimized_metric=test/mean_iou"]), result) == 0.5
+    assert "optimized_metric=test/mean_iou selects on the test split" in caplog.text
+    assert "data.val_fraction=0.2 optimized_metric=val/mean_iou" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bloodseg.train"):  # the default: validation, no warning
+        assert objective(compose_train(SMOKE), result) == 0.4
+    assert caplog.text == ""
+    without_val = {**result, "callback_metrics": {}, "has_val_split": False}
+    assert objective(compose_train(SMOKE), without_val) is None  # nothing to return, single runs go on
+
+
+def test_optuna_without_a_validation_split_is_one_clear_error(tmp_path):
+    result = run_cli(
+        "bloodseg.train",
+        "-m",
+        *QUICK,
+        "+sweep=optuna_lr",
+        "hydra.sweeper.n_trials=1",
+        "data.val_fraction=0",
+        "test_after_fit=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode != 0
+    assert "optimized_metric=val/mean_iou has no value in this run" in result.stderr
+    assert "data.val_fraction=0.2" in result.stderr
 
 
 def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path):

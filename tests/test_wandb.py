@@ -149,7 +149,11 @@ def test_offline_run_holds_names_config_and_every_metric(smoke_run):
     expected |= {
         f"test/{m}/{c}" for m in ("accuracy", "iou", "bf_score") for c in ("background", "rbc", "wbc")
     }
+    expected |= {"train/mean_iou", "train/global_accuracy", "train/mean_dice", "test/mean_dice"}
+    expected |= {f"train/{m}/{c}" for m in ("accuracy", "iou", "dice") for c in ("background", "rbc", "wbc")}
     assert expected <= keys, expected - keys
+    train_epochs = [item["epoch"] for item in run["history"] if "train/mean_iou" in item]
+    assert sorted(train_epochs) == [0, 1]  # a quality curve per epoch, without a validation split
     assert {"test/confusion_matrix_table._type", "test/per_class_metrics._type"} <= keys
     image = next(item for item in run["history"] if "test/confusion_matrix_image._type" in item)
     assert image["test/confusion_matrix_image._type"] == "image-file"

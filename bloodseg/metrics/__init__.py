@@ -1,6 +1,6 @@
-"""Segmentation metrics with MATLAB ``evaluateSemanticSegmentation`` semantics.
+"""Segmentation metrics with MATLAB ``evaluateSemanticSegmentation`` semantics, plus Dice beside them.
 
-``boundary`` (the BF score of one image and class), ``confusion`` (per-image confusion counts),
+``boundary`` (the BF score of one image and class), ``confusion`` (per-image confusion counts; the running confusion matrix behind the training curves),
 ``semantics`` (MATLAB's two rule sets and the metrics they define), ``suite`` (all metrics of a
 split behind one update/compute) and ``report`` (metrics.json, tables, per-image CSV).
 """

@@ -1,8 +1,12 @@
-"""Per-image confusion counts of batches of class-id maps, in one counting pass per batch."""
+"""Confusion counts of class-id maps: per image in one counting pass per batch, and a running total for training curves."""
 
 from __future__ import annotations
 
 import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from bloodseg.config import IGNORE_INDEX
+from bloodseg.metrics.semantics import MATLAB_CURRENT, confusion_metrics
 
 
 def per_image_counts(values: torch.Tensor, bins: int, by_comparison: bool | None = None) -> torch.Tensor:
@@ -37,3 +41,31 @@ def confusion_matrices(preds: torch.Tensor, target: torch.Tensor, num_classes: i
 def class_counts(preds: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Pixels of each class per image (N, K), int64, over every pixel (values outside 0..K-1 skipped)."""
     return per_image_counts(preds, num_classes)
+
+
+class SegmentationConfusion(MulticlassConfusionMatrix):
+    """torchmetrics' confusion matrix over all labelled pixels (255 ignored; sum-reduced across devices).
+
+    ``compute()`` returns accuracy, IoU and Dice of the accumulated counts (per class and means,
+    by the current MATLAB rules on labelled pixels: a class in neither truth nor prediction makes
+    the means NaN) plus the counts. ``update`` never waits for the device (no boolean indexing, no bincount sizing), so it can run
+    inside every training step.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+        super().__init__(
+            num_classes=num_classes, ignore_index=ignore_index, normalize=None, validate_args=False
+        )
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add class-id maps of any shape; target values outside 0..K-1 (255) are not counted."""
+        preds, target = preds.reshape(-1).long(), target.reshape(-1).long()
+        k = self.num_classes
+        valid = (target >= 0) & (target < k) & (preds >= 0) & (preds < k)
+        cell = torch.where(valid, target * k + preds, 0)
+        self.confmat.view(-1).index_add_(0, cell, valid.to(self.confmat.dtype))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Accuracy, IoU and Dice (per class and means) of the accumulated counts, plus the counts."""
+        counts = super().compute()
+        return {**confusion_metrics(counts, counts.sum(0), MATLAB_CURRENT), "counts": counts}

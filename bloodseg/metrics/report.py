@@ -15,10 +15,19 @@ import torch
 from bloodseg.metrics.semantics import MATLAB_CURRENT, RELEASES, check_semantics
 from bloodseg.viz import comparison, confusion_matrix_figure, save_png
 
-# The paper's Table 1 (MATLAB's DataSetMetrics); Dice is reported beside them, not among them.
-DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
-DATASET_LABELS = ("Global accuracy", "Mean accuracy", "Mean IoU", "Weighted IoU", "Mean BF Score")
-EXTRA_KEYS, EXTRA_LABELS = ("mean_dice",), ("Mean Dice (not MATLAB's)",)
+# The paper's Table 1 (MATLAB's DataSetMetrics), then mean Dice, which is not MATLAB's: it is reported
+# beside them because the white-cell literature compares on it.
+DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score", "mean_dice")
+DATASET_LABELS = (
+    "Global accuracy",
+    "Mean accuracy",
+    "Mean IoU",
+    "Weighted IoU",
+    "Mean BF Score",
+    "Mean Dice (not MATLAB's)",
+)
+CLASS_KEYS = ("accuracy", "iou", "dice", "mean_bf_score")  # per-class entries of metrics.json, Table 2
+CLASS_LABELS = ("Accuracy", "IoU", "Dice", "Mean BF Score")
 # metrics.json "metrics_version": 2 = BF and means as MATLAB forms them (zero-padded boundary,
 # strict tolerance, NaN for an empty boundary, rule set named by "semantics"); absent = older.
 METRICS_VERSION = 2
@@ -129,7 +138,7 @@ def build_metrics(
     class_dice = results.get("class_dice")
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(num_images)]
     return {
-        "dataset": {key: _number(results.get(key)) for key in (*DATASET_KEYS, *EXTRA_KEYS)},
+        "dataset": {key: _number(results.get(key)) for key in DATASET_KEYS},
         "classes": {
             name: {
                 "accuracy": _number(results["class_accuracy"][i]),
@@ -176,15 +185,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _table1_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None]]:
-    rows = [
+    return [
         (label, metrics["dataset"].get(key)) for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
     ]
-    rows += [
-        (label, metrics["dataset"][key])
-        for key, label in zip(EXTRA_KEYS, EXTRA_LABELS, strict=True)
-        if key in metrics["dataset"]
-    ]
-    return rows
 
 
 def rules_line(metrics: dict[str, Any]) -> str:
@@ -198,16 +201,14 @@ def rules_line(metrics: dict[str, Any]) -> str:
 def paper_tables(metrics: dict[str, Any], title: str = "test") -> str:
     """Table 1 (dataset metrics, then mean Dice) and Table 2 (per-class accuracy / IoU / Dice /
     mean BF) in the paper's layout, the rule set used and the notes on any NaN, as text."""
-    width = max(len(n) for n in [*metrics["classes"], *DATASET_LABELS, *EXTRA_LABELS]) + 2
+    width = max(len(n) for n in [*metrics["classes"], *DATASET_LABELS]) + 2
     lines = [f"Table 1. Semantic segmentation metrics ({title}, {metrics['num_images']} images)"]
     lines += [f"  {label:<{width}}{_fmt(value)}" for label, value in _table1_rows(metrics)]
     lines.append("Table 2. Class metrics")
-    lines.append(f"  {'':<{width}}{'Accuracy':<10}{'IoU':<10}{'Dice':<10}Mean BF Score")
+    lines.append(f"  {'':<{width}}" + "".join(f"{label:<15}" for label in CLASS_LABELS).rstrip())
     for name, values in metrics["classes"].items():
-        lines.append(
-            f"  {name:<{width}}{_fmt(values['accuracy']):<10}{_fmt(values['iou']):<10}"
-            f"{_fmt(values.get('dice')):<10}{_fmt(values['mean_bf_score'])}"
-        )
+        cells = "".join(f"{_fmt(values.get(key)):<15}" for key in CLASS_KEYS).rstrip()
+        lines.append(f"  {name:<{width}}{cells}")
     lines.append(rules_line(metrics))
     lines += [f"NaN: {note}" for note in metrics.get("nan_notes", [])]
     return "\n".join(lines)
@@ -226,11 +227,11 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
         "",
         "### Table 2. Class metrics",
         "",
-        "| class | Accuracy | IoU | Dice | Mean BF Score |",
-        "| --- | --- | --- | --- | --- |",
+        "| class | " + " | ".join(CLASS_LABELS) + " |",
+        "| --- |" + " --- |" * len(CLASS_KEYS),
     ]
     lines += [
-        f"| {n} | {_fmt(v['accuracy'])} | {_fmt(v['iou'])} | {_fmt(v.get('dice'))} | {_fmt(v['mean_bf_score'])} |"
+        f"| {n} | " + " | ".join(_fmt(v.get(key)) for key in CLASS_KEYS) + " |"
         for n, v in metrics["classes"].items()
     ]
     lines += ["", rules_line(metrics)]
@@ -244,7 +245,8 @@ def write_per_image_csv(
     path: Path, results: dict[str, Any], class_names: list[str], image_ids: list[str]
 ) -> None:
     """per_image_metrics.csv: one row per image with its global accuracy, mean accuracy, mean IoU,
-    mean BF score, mean Dice, then per-class IoU and BF (MATLAB's ImageMetrics; empty cell = NaN)."""
+    mean BF score, mean Dice, then per-class IoU, BF and Dice (MATLAB's ImageMetrics plus Dice; empty
+    cell = NaN)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -257,6 +259,7 @@ def write_per_image_csv(
                 "mean_dice",
                 *[f"iou_{n}" for n in class_names],
                 *[f"bf_{n}" for n in class_names],
+                *[f"dice_{n}" for n in class_names],
             ]
         )
         for row, image_id in enumerate(image_ids):
@@ -268,6 +271,7 @@ def write_per_image_csv(
                 results["image_mean_dice"][row],
                 *results["image_class_iou"][row],
                 *results["image_class_bf_score"][row],
+                *results["image_class_dice"][row],
             ]
             writer.writerow([image_id, *["" if (v := _number(x)) is None else f"{v:.6f}" for x in values]])
 
