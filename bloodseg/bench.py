@@ -327,8 +327,8 @@ def measure_train_step(cfg: DictConfig, device: torch.device) -> dict:
     )
     record = _base_record("train_step", cfg, device, precision, int(cfg.data.batch_size))
     record.update(
-        images_per_s=round(ours, 2),
-        plain_loop_images_per_s=round(plain, 2),
+        images_per_s=_significant(ours),
+        plain_loop_images_per_s=_significant(plain),
         ratio_vs_plain=round(ours / plain, 3),
         peak_mem_gib=peak,
         warmup_steps=warmup,
@@ -395,7 +395,7 @@ def measure_inference(cfg: DictConfig, device: torch.device, with_metrics: bool 
     ips = len(images) * steps / seconds
     record = _base_record("evaluation" if with_metrics else "inference", cfg, device, precision, len(images))
     record.update(
-        images_per_s=round(ips, 2), peak_mem_gib=peak_memory_gib(device), warmup_steps=warmup, steps=steps
+        images_per_s=_significant(ips), peak_mem_gib=peak_memory_gib(device), warmup_steps=warmup, steps=steps
     )
     record.update(_flop_fields(forward_flops(module.net, list(cfg.data.image_size), device), ips, device))
     return record

@@ -18,15 +18,21 @@ from bloodseg.data.synthetic import generate_smear
 pytestmark = pytest.mark.slow
 
 
-def test_checkpoint_evaluation_reproduces_the_training_numbers(smoke_run, tmp_path):
-    run_dir, _ = smoke_run
+def evaluate_checkpoint(run_dir, out_dir, *overrides: str) -> None:
+    """`python -m bloodseg.evaluate` on the run's last checkpoint into out_dir; it must succeed."""
     result = run_cli(
         "bloodseg.evaluate",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
-        f"output_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
+        *overrides,
+        f"output_dir={out_dir}",
+        f"hydra.run.dir={out_dir / 'hydra'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_checkpoint_evaluation_reproduces_the_training_numbers(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    evaluate_checkpoint(run_dir, tmp_path)
     trained = json.loads((run_dir / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert evaluated["dataset"] == trained["dataset"] and evaluated["classes"] == trained["classes"]
@@ -42,14 +48,7 @@ def test_checkpoint_evaluation_reproduces_the_training_numbers(smoke_run, tmp_pa
 def test_checkpoint_evaluation_does_not_depend_on_the_batch_size(smoke_run, tmp_path):
     """Scored one image at a time, the test split gets the training run's classes (rounding-only ties aside)."""
     run_dir, _ = smoke_run
-    result = run_cli(
-        "bloodseg.evaluate",
-        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
-        "batch_size=1",
-        f"output_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    evaluate_checkpoint(run_dir, tmp_path, "batch_size=1")
     trained = np.array(json.loads((run_dir / "metrics.json").read_text())["confusion_matrix"]["counts"])
     alone = np.array(json.loads((tmp_path / "metrics.json").read_text())["confusion_matrix"]["counts"])
     assert alone.sum() == trained.sum()
@@ -58,14 +57,7 @@ def test_checkpoint_evaluation_does_not_depend_on_the_batch_size(smoke_run, tmp_
 
 def test_checkpoint_evaluation_on_the_training_split(smoke_run, tmp_path):
     run_dir, _ = smoke_run
-    result = run_cli(
-        "bloodseg.evaluate",
-        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
-        "split=train",
-        f"output_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    evaluate_checkpoint(run_dir, tmp_path, "split=train")
     assert json.loads((tmp_path / "metrics.json").read_text())["num_images"] == 29
 
 
