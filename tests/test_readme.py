@@ -115,6 +115,10 @@ def substitute(argv: list[str], files: dict, out) -> list[str]:
                 value = str(files["index"] if data == "folder" else files["colour"])
         elif key == "input":
             value = str(files["smears"])
+        elif key == "verify_images":
+            value = str(files["colour"] / "images" / "*.png")
+        elif key == "output":
+            value = str(out / value.rsplit("/", 1)[-1])
         elif key in ("output_dir", "image_dir", "gt_dir", "pred_dir"):
             value = {
                 "output_dir": str(out / "output"),
