@@ -21,13 +21,12 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
+from bloodseg.config import SegNetConfig
 from bloodseg.errors import BloodsegError
 from bloodseg.models.registry import build_model
 from bloodseg.module import CHECKPOINT_KEY, SegmentationModule
 
 log = logging.getLogger(__name__)
-
-SEGNET_TARGET = "bloodseg.models.segnet.SegNet"
 
 
 def uses_cuda(trainer_cfg: DictConfig) -> bool:
@@ -220,7 +219,7 @@ def load_module(
     ):  # the weights come from the checkpoint
         if key in model_cfg:
             model_cfg[key] = off
-    if model_cfg.get("_target_") == SEGNET_TARGET and "pool_tie_tolerance" not in model_cfg:
+    if model_cfg.get("_target_") == SegNetConfig._target_ and "pool_tie_tolerance" not in model_cfg:
         model_cfg.pool_tie_tolerance = 0.0  # trained before the tie-robust pooling existed: classic argmax
     net = build_model(model_cfg, len(meta["class_names"]))
     module = SegmentationModule(

@@ -28,14 +28,23 @@ def per_image_counts(values: torch.Tensor, bins: int, by_comparison: bool | None
     return counted.view(len(flat), bins)
 
 
-def confusion_matrices(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """One KxK confusion matrix per image (N, K, K), int64: ``[n, i, j]`` = pixels of image n whose
-    true class is i and predicted class is j. Pixels whose truth or prediction is not a class id
-    0..K-1 (255 = unlabelled, -1 = blanked) are not counted."""
+def confusion_cells(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel's confusion-matrix cell ``true class * K + predicted class`` and whether it counts:
+    only pixels whose truth and prediction are both class ids 0..K-1 (not 255 = unlabelled, not
+    -1 = blanked) do; the cell of the others is 0."""
     k = num_classes
     valid = (target >= 0) & (target < k) & (preds >= 0) & (preds < k)
-    cells = torch.where(valid, target * k + preds, torch.full_like(preds, -1))
-    return per_image_counts(cells, k * k).view(len(preds), k, k)
+    return torch.where(valid, target * k + preds, 0), valid
+
+
+def confusion_matrices(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One KxK confusion matrix per image (N, K, K), int64: ``[n, i, j]`` = pixels of image n whose
+    true class is i and predicted class is j; pixels that do not count (see confusion_cells) are left out."""
+    cells, valid = confusion_cells(preds, target, num_classes)
+    cells = torch.where(valid, cells, -1)
+    return per_image_counts(cells, num_classes * num_classes).view(len(preds), num_classes, num_classes)
 
 
 def class_counts(preds: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -48,8 +57,8 @@ class SegmentationConfusion(MulticlassConfusionMatrix):
 
     ``compute()`` returns accuracy, IoU and Dice of the accumulated counts (per class and means,
     by the current MATLAB rules on labelled pixels: a class in neither truth nor prediction makes
-    the means NaN) plus the counts. ``update`` never waits for the device (no boolean indexing, no bincount sizing), so it can run
-    inside every training step.
+    the means NaN) plus the counts. ``update`` never waits for the device (no boolean indexing, no
+    bincount sizing), so it can run inside every training step.
     """
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
@@ -59,11 +68,8 @@ class SegmentationConfusion(MulticlassConfusionMatrix):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Add class-id maps of any shape; target values outside 0..K-1 (255) are not counted."""
-        preds, target = preds.reshape(-1).long(), target.reshape(-1).long()
-        k = self.num_classes
-        valid = (target >= 0) & (target < k) & (preds >= 0) & (preds < k)
-        cell = torch.where(valid, target * k + preds, 0)
-        self.confmat.view(-1).index_add_(0, cell, valid.to(self.confmat.dtype))
+        cells, valid = confusion_cells(preds.reshape(-1).long(), target.reshape(-1).long(), self.num_classes)
+        self.confmat.view(-1).index_add_(0, cells, valid.to(self.confmat.dtype))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Accuracy, IoU and Dice (per class and means) of the accumulated counts, plus the counts."""
