@@ -60,6 +60,16 @@ def compose_train(overrides: list[str]):
 
 
 SMOKE = ["experiment=segnet_vgg16", "debug=smoke"]
+# smoke runs cut to one batch per split, CSV logging, no progress bar, no overlays (add trainer.max_epochs)
+ONE_BATCH = [
+    "debug=smoke",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "logger=csv",
+    "callbacks.progress_bar=none",
+    "evaluation.num_overlays=0",
+]
 
 
 @pytest.fixture(scope="session")

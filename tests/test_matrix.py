@@ -14,7 +14,7 @@ import json
 import math
 
 import pytest
-from conftest import compose_train
+from conftest import ONE_BATCH, compose_train
 from omegaconf import OmegaConf
 
 from bloodseg.train import train
@@ -47,16 +47,7 @@ COVERING = [
     ("deeplabv3plus_resnet34", 0.2, "sgdm", "inverse_frequency", "poly"),
     ("pspnet_resnet34", 0.0, "adam", "none", "cosine"),
 ]
-TINY = [
-    "debug=smoke",
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=1",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "logger=csv",
-    "callbacks.progress_bar=none",
-    "evaluation.num_overlays=0",
-]
+TINY = [*ONE_BATCH, "trainer.max_epochs=2"]
 
 
 def overrides(experiment, val, optimizer, weighting, scheduler) -> list[str]:

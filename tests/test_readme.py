@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_train, run_cli
+from conftest import ONE_BATCH, ROOT, compose_train, run_cli
 from PIL import Image
 from test_folder_data import make_folder
 
@@ -30,16 +30,7 @@ EXEMPT = {
     "bloodseg.data.download": "downloads from the internet (tests never touch the network)",
 }
 # appended to every training command: one tiny epoch of one batch, CSV logging, no progress bar
-TRAIN_SMOKE = [
-    "debug=smoke",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=1",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "logger=csv",
-    "callbacks.progress_bar=none",
-    "evaluation.num_overlays=0",
-]
+TRAIN_SMOKE = [*ONE_BATCH, "trainer.max_epochs=1"]
 BENCH_SMOKE = ["debug=smoke", "bench.measurements=[bf_score]", "bench.bf_batch_size=2"]
 
 
