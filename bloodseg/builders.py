@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.config import SegNetConfig
+from bloodseg.divergence import DivergenceGuard
 from bloodseg.errors import BloodsegError
 from bloodseg.models.registry import build_model
 from bloodseg.module import CHECKPOINT_KEY, SegmentationModule
@@ -43,10 +44,20 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return "32-true"
 
 
+def divergence_hint(cfg: DictConfig) -> str:
+    """The likely causes of a diverged run of this config, with the overrides that fix them."""
+    precision = resolve_precision(cfg.trainer)
+    hint = f"Likely cause: the learning rate optimizer.lr={cfg.optimizer.lr} is too high"
+    if precision.startswith("16") or precision.startswith("bf16"):
+        hint += f", or {precision} precision overflowed"
+    return hint + "; fix: lower optimizer.lr (e.g. 10x) or set trainer.precision=32-true"
+
+
 def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[Callback]:
-    """Checkpointing (checkpoints/last.ckpt), progress bar, model summary, lr monitor, early stopping."""
+    """Divergence guard, checkpointing (checkpoints/last.ckpt), progress bar, model summary, lr monitor,
+    early stopping."""
     c = cfg.callbacks
-    callbacks: list[Callback] = []
+    callbacks: list[Callback] = [DivergenceGuard(divergence_hint(cfg))]
     if c.checkpoint.save_last:  # checkpoints/last.ckpt, rewritten every every_n_epochs (resume, preemption)
         callbacks.append(
             ModelCheckpoint(

@@ -54,15 +54,27 @@ def assign_job_gpu(gpus: list, lock_dir: Path, job_num: int) -> str:
     return chosen
 
 
+def write_job_status(output_dir: Path, status: str, error: BaseException | None = None) -> None:
+    """Write job_status.json ({"status", and for a failure "error" and "traceback"}) into output_dir."""
+    record: dict[str, Any] = {"status": status}
+    if error is not None:
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["traceback"] = "".join(traceback.format_exception(error))[-4000:]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "job_status.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
 class JobStatusRecorder(Callback):
-    """Hydra callback: write job_status.json (status, error) in each job's output directory."""
+    """Hydra callback: write job_status.json (status, error) in each job's output directory.
+
+    A single run that fails with a bloodseg error exits before Hydra's job end; the train entry
+    point records that failure itself with :func:`write_job_status`.
+    """
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        output_dir = Path(config.hydra.runtime.output_dir)
-        status = {"status": job_return.status.name.lower()}
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value
-            status["error"] = f"{type(error).__name__}: {error}"
-            status["traceback"] = "".join(traceback.format_exception(error))[-4000:]
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "job_status.json").write_text(json.dumps(status, indent=2) + "\n")
+        failed = job_return.status == JobStatus.FAILED
+        write_job_status(
+            Path(config.hydra.runtime.output_dir),
+            job_return.status.name.lower(),
+            job_return._return_value if failed else None,
+        )

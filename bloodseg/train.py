@@ -36,7 +36,7 @@ from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
-from bloodseg.sweeps import assign_job_gpu
+from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
 from bloodseg.tracking import run_summary
 
@@ -208,7 +208,8 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", error)
         if multirun:  # let Hydra record the failure and run the other jobs
             raise
-        raise SystemExit(2) from None
+        write_job_status(run_dir, "failed", error)
+        raise SystemExit(getattr(error, "exit_code", 2)) from None
     log.info("run directory: %s", run_dir)
     return value
 
