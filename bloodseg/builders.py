@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from bloodseg.config import SegNetConfig
 from bloodseg.divergence import DivergenceGuard
 from bloodseg.errors import BloodsegError
+from bloodseg.integrity import verify_weights
 from bloodseg.models.registry import build_model
 from bloodseg.module import CHECKPOINT_KEY, SegmentationModule
 
@@ -205,9 +206,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001
-        raise BloodsegError(f"ckpt_path={path} cannot be read as a checkpoint ({error})") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise BloodsegError(
+            f"checkpoint {path} cannot be read ({reason}); it is truncated or damaged; "
+            "fix: use an intact copy (or another checkpoint of the run)"
+        ) from None
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise BloodsegError(f"ckpt_path={path} is not a bloodseg checkpoint (no '{CHECKPOINT_KEY}' entry)")
+    verify_weights(checkpoint, path)
     return checkpoint
 
 
@@ -242,6 +248,27 @@ def load_module(
     )
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
+
+
+def check_checkpoint_model(
+    checkpoint: dict[str, Any], module: torch.nn.Module, model_name: str, path
+) -> None:
+    """Fail clearly when a checkpoint's weights do not fit the configured model (family or shapes)."""
+    trained = checkpoint[CHECKPOINT_KEY]["config"]["model"].get("name", "?")
+    have, want = checkpoint["state_dict"], module.state_dict()
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [k for k in sorted(set(want) & set(have)) if tuple(want[k].shape) != tuple(have[k].shape)]
+    if not (missing or extra or shapes):
+        return
+    if shapes:
+        k = shapes[0]
+        detail = f"{k} is {tuple(have[k].shape)} there but {tuple(want[k].shape)} here"
+    else:
+        detail = f"parameter {(missing or extra)[0]} is {'missing there' if missing else 'unknown here'}"
+    raise BloodsegError(
+        f"checkpoint {path} holds a {trained} model that does not fit model={model_name} ({detail}); "
+        f"fix: use the model config it was trained with (model={trained}), or a new run directory"
+    )
 
 
 def check_checkpoint_classes(meta: dict[str, Any], class_names: list[str], path) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 from bloodseg.data.transforms import flip_shift_batch
+from bloodseg.integrity import add_digest
 from bloodseg.losses import WeightedCrossEntropy
 from bloodseg.metrics.confusion import SegmentationConfusion
 from bloodseg.metrics.suite import SegmentationMetrics
@@ -204,4 +205,6 @@ class SegmentationModule(L.LightningModule):
 
     # ---- checkpoints -----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the run metadata and a hash of the weights (checked whenever the checkpoint is read)."""
         checkpoint[CHECKPOINT_KEY] = self.meta
+        add_digest(checkpoint)

@@ -28,7 +28,8 @@ from bloodseg.builders import (
     build_module,
     build_trainer,
     check_checkpoint_classes,
-    read_checkpoint_meta,
+    check_checkpoint_model,
+    read_checkpoint,
 )
 from bloodseg.callbacks import EvaluationArtifacts
 from bloodseg.config import check_config
@@ -36,6 +37,7 @@ from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
+from bloodseg.module import CHECKPOINT_KEY
 from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
 from bloodseg.tracking import run_summary
@@ -50,13 +52,20 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     own = run_dir / "checkpoints" / "last.ckpt"
     if not (cfg.auto_resume and own.is_file()):
         return None
-    try:
-        read_checkpoint_meta(own)
-    except BloodsegError as error:  # e.g. the job was killed while writing it
-        log.warning("not resuming: %s; training starts over", error)
-        return None
     log.info("resuming from this run directory's own checkpoint %s", own)
     return str(own)
+
+
+def read_resume_checkpoint(ckpt_path: str, own: bool) -> dict[str, Any]:
+    """The checkpoint to resume from, verified; a damaged one of the run itself says how to start over."""
+    try:
+        return read_checkpoint(ckpt_path)
+    except BloodsegError as error:
+        if not own:
+            raise
+        raise BloodsegError(
+            f"{error}; or, to start this run over, move {ckpt_path} aside (auto_resume would continue from it)"
+        ) from None
 
 
 def check_validation_monitors(cfg: DictConfig, has_val_split: bool) -> None:
@@ -92,8 +101,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     has_val = bool(datamodule.split["val"])
     check_validation_monitors(cfg, has_val)
     ckpt_path = resume_checkpoint(cfg, run_dir)
-    if ckpt_path:
-        check_checkpoint_classes(read_checkpoint_meta(ckpt_path), list(datamodule.table.names), ckpt_path)
+    resumed = read_resume_checkpoint(ckpt_path, own=not cfg.ckpt_path) if ckpt_path else None
+    if resumed:
+        check_checkpoint_classes(resumed[CHECKPOINT_KEY], list(datamodule.table.names), ckpt_path)
     if rank_zero_only.rank == 0:  # under SLURM every task runs this function: one writer
         datamodule.write_split(run_dir / "split.json")
         datamodule.write_label_report(run_dir / "data_report.json")
@@ -106,6 +116,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ", ".join(f"{n}={w:.4f}" for n, w in zip(datamodule.table.names, weights.tolist(), strict=True)),
     )
     module = build_module(cfg, datamodule, weights)
+    if resumed:
+        check_checkpoint_model(resumed, module, cfg.model.name, ckpt_path)
+        del resumed  # Lightning reads the file again to restore the trainer state
     log.info("model %s, initialisation: %s", cfg.model.name, module.meta["init_source"])
 
     loggers = build_loggers(cfg, run_dir)
