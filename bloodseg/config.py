@@ -280,6 +280,7 @@ class EvaluateConfig:
     split: str = "test"
     network_size: list[int] | None = None
     output_dir: str | None = None
+    overwrite: bool = False
     batch_size: int = 8
     data: DataConfig | None = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

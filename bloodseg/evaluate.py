@@ -4,12 +4,16 @@
     python -m bloodseg.evaluate pred_dir=P gt_dir=G data=NAME [image_dir=I]
 
 Both write metrics.json, metrics.md, confusion_matrix.csv/.png, per_image_metrics.csv and overlays
-of the best and worst images, with the same metric code as training (MATLAB semantics).
+of the best and worst images, with the same metric code as training (MATLAB semantics), into
+output_dir; by default a checkpoint's evaluation goes to a new folder
+<run dir>/eval/<split>-<H>x<W>-<time>/, so the training run's own results are never replaced.
+A folder already holding metrics.json is refused unless overwrite=true.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -29,23 +33,26 @@ from bloodseg.data.sources import pair_by_stem
 from bloodseg.errors import BloodsegError
 from bloodseg.metrics.report import paper_tables, write_evaluation
 from bloodseg.metrics.suite import SegmentationMetrics
+from bloodseg.outputs import check_output_dir, refuse_overwrite
 
 log = logging.getLogger("bloodseg.evaluate")
 
 
-def default_output_dir(ckpt_path: Path, split: str) -> Path:
-    """A checkpoint's run dir (…/checkpoints/x.ckpt -> …), or eval_<split> inside it for other splits."""
-    run_dir = (
-        ckpt_path.parent.parent
-        if ckpt_path.parent.name == "checkpoints"
-        else ckpt_path.parent / f"eval_{ckpt_path.stem}"
-    )
-    return run_dir if split == "test" else run_dir / f"eval_{split}"
+def default_output_dir(ckpt_path: Path, split: str, image_size) -> Path:
+    """A new folder per evaluation, <run dir>/eval/<split>-<H>x<W>-<YYYYmmdd-HHMMSS>, beside the run's own
+    results (never over them); the run dir of …/checkpoints/x.ckpt is …, of any other file its folder."""
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    height, width = image_size
+    return run_dir / "eval" / f"{split}-{height}x{width}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict:
     """Evaluate cfg.ckpt_path on cfg.split of its run (or of cfg.data) and write the artifacts."""
     ckpt_path = Path(cfg.ckpt_path).expanduser()
+    if output_dir or cfg.output_dir:  # checked before any work
+        output_dir = check_output_dir(output_dir or cfg.output_dir)
+        if not cfg.overwrite:
+            refuse_overwrite(output_dir / "metrics.json")
     module = load_module(ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     meta = module.meta
     module.network_size = list(cfg.network_size or meta["image_size"])
@@ -61,7 +68,9 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
         data_cfg, seed=meta["config"]["seed"], split=meta["split"], eval_split=cfg.split
     )
     check_checkpoint_classes(meta, list(datamodule.table.names), ckpt_path)
-    out_dir = Path(output_dir or cfg.output_dir or default_output_dir(ckpt_path, cfg.split))
+    out_dir = output_dir or check_output_dir(default_output_dir(ckpt_path, cfg.split, data_cfg.image_size))
+    if not cfg.overwrite:  # two evaluations within the same second
+        refuse_overwrite(out_dir / "metrics.json")
     artifacts = EvaluationArtifacts(
         out_dir, f"{cfg.split} split", cfg.evaluation.num_overlays, checkpoint=str(ckpt_path)
     )
@@ -165,7 +174,10 @@ def evaluate(cfg: DictConfig, hydra_dir: Path) -> dict:
     if cfg.ckpt_path:
         return evaluate_checkpoint(cfg)
     if cfg.pred_dir:
-        return evaluate_folders(cfg, Path(cfg.output_dir or hydra_dir))
+        output_dir = check_output_dir(cfg.output_dir or hydra_dir)
+        if not cfg.overwrite:
+            refuse_overwrite(output_dir / "metrics.json")
+        return evaluate_folders(cfg, output_dir)
     raise BloodsegError("nothing to evaluate: give ckpt_path=CKPT, or pred_dir=P gt_dir=G data=NAME")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import shutil
 
 import matlab_reference as ref
 import numpy as np
@@ -43,6 +45,32 @@ def test_checkpoint_evaluation_reproduces_the_training_numbers(smoke_run, tmp_pa
     assert sorted(r["image"] for r in rows) == sorted(split["test"])
     for name in ("confusion_matrix.png", "confusion_matrix.csv", "metrics.md"):
         assert (tmp_path / name).is_file()
+
+
+def test_evaluation_writes_its_own_folder_and_leaves_the_run_untouched(smoke_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run_dir)
+
+    def digests():
+        return {
+            p.relative_to(run_dir): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in run_dir.rglob("*")
+            if p.is_file()
+        }
+
+    before = digests()
+    ckpt = f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}"
+    result = run_cli("bloodseg.evaluate", ckpt, f"hydra.run.dir={tmp_path / 'h'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = digests()
+    assert {k: after[k] for k in before} == before  # metrics.json & co. of the training run: byte-identical
+    (written,) = [p for p in set(after) - set(before) if p.name == "metrics.json"]
+    assert written.parts[0] == "eval" and written.parent.name.startswith("test-64x96-")
+    again = run_cli(
+        "bloodseg.evaluate", ckpt, f"output_dir={run_dir / written.parent}", f"hydra.run.dir={tmp_path / 'h'}"
+    )
+    assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
+    assert digests() == after
 
 
 def test_checkpoint_evaluation_does_not_depend_on_the_batch_size(smoke_run, tmp_path):

@@ -24,7 +24,7 @@ native() {
     dest="$OUT/native300/$1/$(basename "$job")"
     mkdir -p "$dest/.hydra" && cp "$job/.hydra/overrides.yaml" "$dest/.hydra/"
     $PY -m bloodseg.evaluate ckpt_path="$job/checkpoints/last.ckpt" data=cellavision data.root=$ROOT \
-      trainer.accelerator=cpu output_dir="$dest"
+      trainer.accelerator=cpu output_dir="$dest" overwrite=true
   done
 }
 
