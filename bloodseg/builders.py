@@ -18,10 +18,11 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
     TQDMProgressBar,
 )
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.config import SegNetConfig
+from bloodseg.csv_history import ResumableCSVLogger
 from bloodseg.divergence import DivergenceGuard
 from bloodseg.errors import BloodsegError
 from bloodseg.integrity import verify_weights
@@ -101,11 +102,16 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[
     return callbacks
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    """The CSV logger (run_dir/csv/metrics.csv) and, when configured, W&B."""
+def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> list[Logger]:
+    """The CSV logger (run_dir/csv/metrics.csv; a resume at ``resume_step`` keeps the rows before it)
+    and, when configured, W&B."""
     loggers: list[Logger] = []
     if cfg.logger.csv is not None:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name=cfg.logger.csv.name, version=""))
+        loggers.append(
+            ResumableCSVLogger(
+                save_dir=str(run_dir), name=cfg.logger.csv.name, version="", keep_before_step=resume_step
+            )
+        )
     if cfg.logger.wandb is not None:
         from bloodseg.tracking import build_wandb_logger
 

@@ -116,12 +116,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ", ".join(f"{n}={w:.4f}" for n, w in zip(datamodule.table.names, weights.tolist(), strict=True)),
     )
     module = build_module(cfg, datamodule, weights)
+    resume_step = None
     if resumed:
         check_checkpoint_model(resumed, module, cfg.model.name, ckpt_path)
+        resume_step = int(resumed["global_step"])
         del resumed  # Lightning reads the file again to restore the trainer state
     log.info("model %s, initialisation: %s", cfg.model.name, module.meta["init_source"])
 
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, resume_step)
     succeeded = False
     try:  # (tracking) every job ends its own W&B run, even when it fails: multirun jobs never merge
         artifacts = EvaluationArtifacts(

@@ -199,11 +199,20 @@ def test_spawned_workers_get_their_own_weights_and_metric_states():
     assert states and all(isinstance(v, list) and not v for v in states.values())
 
 
+def epoch_rows(metrics_csv) -> list[int]:
+    """The epochs of metrics.csv's end-of-training-epoch rows (one per completed epoch)."""
+    if not metrics_csv.is_file():
+        return []
+    with open(metrics_csv) as handle:
+        return [int(r["epoch"]) for r in csv.DictReader(handle) if r.get("train/mean_iou")]
+
+
 def test_killed_job_restarted_with_the_same_config_resumes(tmp_path):
-    """A preempted cluster job is resubmitted with the same config and run dir: it must continue."""
+    """A preempted cluster job is resubmitted with the same config and run dir: it must continue,
+    with its whole metrics history (each step and epoch once)."""
     args = [
         *SMOKE,
-        "trainer.max_epochs=6",
+        "trainer.max_epochs=4",
         "callbacks.progress_bar=none",
         "logger=csv",
         f"hydra.run.dir={tmp_path}",
@@ -217,23 +226,27 @@ def test_killed_job_restarted_with_the_same_config_resumes(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt, metrics_csv = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "csv" / "metrics.csv"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if ckpt.is_file():
+        if ckpt.is_file() and epoch_rows(metrics_csv):  # epoch 1 saved and logged: kill during epoch 2
             size = ckpt.stat().st_size
             time.sleep(0.3)
-            if ckpt.stat().st_size == size:  # written completely: kill the job mid-training
+            if ckpt.stat().st_size == size:
                 break
         time.sleep(0.05)
     assert process.poll() is None, "the job finished before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     interrupted = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert interrupted["epoch"] < 6
+    assert interrupted["epoch"] < 3
     result = run_cli("bloodseg.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from this run directory's own checkpoint" in (tmp_path / "train.log").read_text()
     final = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert final["global_step"] == 6 * 3  # 6 epochs of 3 batches in total, not 6 more
+    assert final["global_step"] == 4 * 3  # 4 epochs of 3 batches in total, not 4 more
     assert (tmp_path / "metrics.json").is_file()
+    assert epoch_rows(metrics_csv) == [0, 1, 2, 3]  # the rows from before the kill are kept, none twice
+    with open(metrics_csv) as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r.get("train/loss_step")]
+    assert steps == list(range(12))
