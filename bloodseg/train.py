@@ -38,6 +38,8 @@ from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.module import CHECKPOINT_KEY
+from bloodseg.outputs import check_output_dir
+from bloodseg.run_lock import run_lock
 from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
 from bloodseg.tracking import run_summary
@@ -93,7 +95,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     last logged values, "has_val_split": whether a validation split was scored every epoch}.
     """
     check_config(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = check_output_dir(run_dir, "hydra.run.dir")
+    with run_lock(run_dir, enabled=rank_zero_only.rank == 0):  # DDP/SLURM ranks > 0 share rank 0's run
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = BloodSmearDataModule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()

@@ -240,12 +240,13 @@ def test_killed_job_restarted_with_the_same_config_resumes(tmp_path):
     process.wait()
     interrupted = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert interrupted["epoch"] < 3
+    assert (tmp_path / "run.lock").is_file()  # the killed run's lock: stale, it must not block the rerun
     result = run_cli("bloodseg.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from this run directory's own checkpoint" in (tmp_path / "train.log").read_text()
     final = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert final["global_step"] == 4 * 3  # 4 epochs of 3 batches in total, not 4 more
-    assert (tmp_path / "metrics.json").is_file()
+    assert (tmp_path / "metrics.json").is_file() and not (tmp_path / "run.lock").exists()
     assert epoch_rows(metrics_csv) == [0, 1, 2, 3]  # the rows from before the kill are kept, none twice
     with open(metrics_csv) as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle) if r.get("train/loss_step")]
