@@ -24,10 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.builders import build_trainer, check_checkpoint_classes, load_module
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import IGNORE_INDEX, check_config
+from bloodseg.config import check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
-from bloodseg.data.labels import ClassTable
+from bloodseg.data.labels import ClassTable, encode_label
 from bloodseg.data.loading import describe_stray
 from bloodseg.data.sources import pair_by_stem
 from bloodseg.errors import BloodsegError
@@ -93,13 +93,17 @@ def _index_png(path: Path, what: str) -> np.ndarray:
 
 
 def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
-    """Score predicted index PNGs in cfg.pred_dir against ground truth in cfg.gt_dir (same stems)."""
+    """Score predicted index PNGs (class ids) in cfg.pred_dir against ground truth in cfg.gt_dir (same stems).
+
+    Ground truth is decoded with data.classes (each class's value or colour) exactly as training reads
+    labels, so e.g. CellaVision's 0/128/255 masks count as background/cytoplasm/nucleus.
+    """
     if cfg.data is None:
         raise BloodsegError(
             "pred_dir mode needs the class table: add data=NAME (e.g. data=synthetic or data=allidb1)"
         )
     if not cfg.gt_dir:
-        raise BloodsegError("pred_dir needs gt_dir=FOLDER of ground-truth index PNGs with the same stems")
+        raise BloodsegError("pred_dir needs gt_dir=FOLDER of ground-truth label images with the same stems")
     table = ClassTable.from_config(cfg.data.classes)
     k = table.num_classes
     pred_dir, gt_dir = Path(cfg.pred_dir).expanduser(), Path(cfg.gt_dir).expanduser()
@@ -107,18 +111,21 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
         if not folder.is_dir():
             raise BloodsegError(f"{key}={folder} is not a folder")
     listing = lambda d: [p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]  # noqa: E731
-    pairs = pair_by_stem(listing(pred_dir), listing(gt_dir), pred_dir, gt_dir, allow_unpaired=False)
+    pairs = pair_by_stem(
+        listing(pred_dir), listing(gt_dir), pred_dir, gt_dir, allow_unpaired=bool(cfg.data.allow_unpaired)
+    )
     images = {}
     if cfg.image_dir:
         images = {p.stem: p for p in listing(Path(cfg.image_dir).expanduser())}
     metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     stray, kept = {}, []
     for row, pair in enumerate(pairs):
-        pred, truth = _index_png(pair.image, "prediction"), _index_png(pair.label, "ground truth")
-        if pred.shape != truth.shape:
+        pred = _index_png(pair.image, "prediction")
+        raw, alpha = read_label(pair.label)  # decoded with data.classes exactly as training reads labels
+        if pred.shape != raw.shape[:2]:
             raise BloodsegError(
                 f"prediction {pair.image} is {pred.shape[1]}x{pred.shape[0]} but ground truth "
-                f"{pair.label} is {truth.shape[1]}x{truth.shape[0]}; they must be the same size"
+                f"{pair.label} is {raw.shape[1]}x{raw.shape[0]}; they must be the same size"
             )
         if pred.max(initial=0) >= k:
             bad = sorted(int(v) for v in np.unique(pred[pred >= k]))[:8]
@@ -126,19 +133,16 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
                 f"prediction {pair.image} holds class ids {bad} but data.classes has {k} classes "
                 f"(ids 0..{k - 1}); fix: use the data config the predictions were made with"
             )
-        outside = (truth >= k) & (truth != IGNORE_INDEX)
-        if outside.any():
-            stray[pair.label.name] = {
-                "pixels": int(outside.sum()),
-                "values": sorted(int(v) for v in np.unique(truth[outside]))[:8],
-            }
-        truth = np.where(outside, IGNORE_INDEX, truth)
+        encoded = encode_label(raw, table, str(pair.label), alpha)
+        if encoded.stray_pixels:
+            stray[pair.label.name] = {"pixels": encoded.stray_pixels, "values": encoded.stray_examples}
+        truth = encoded.ids
         pred_t, truth_t = torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
         metrics.update(pred_t[None], truth_t[None], torch.tensor([row]))
         kept.append((pair.id, pred, truth))
     warning = describe_stray(stray)
     if warning:
-        log.warning("ground truth: %s", warning.replace("data.classes", f"ids 0..{k - 1}"))
+        log.warning("ground truth: %s", warning)
     results = {k_: v for k_, v in metrics.compute().items()}
 
     def render(row: int):

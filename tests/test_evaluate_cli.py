@@ -262,3 +262,27 @@ def test_unknown_rule_set_is_rejected_with_the_key(tmp_path):
     result = run_cli(*folder_args(tmp_path, "evaluation.semantics=matlab_2019"))
     assert result.returncode == 2 and "evaluation.semantics='matlab_2019'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_folder_mode_decodes_ground_truth_with_the_class_table(tmp_path, cellavision_dir):
+    """CellaVision masks hold 0/128/255: all-background predictions must not score a mean IoU of 1."""
+    for sub in ("gt", "pred"):
+        (tmp_path / sub).mkdir()
+    for stem in ("001", "002", "003"):
+        shutil.copyfile(cellavision_dir / f"{stem}.png", tmp_path / "gt" / f"{stem}.png")
+        truth = np.asarray(Image.open(cellavision_dir / f"{stem}.png"))
+        Image.fromarray(np.zeros(truth.shape[:2], np.uint8)).save(tmp_path / "pred" / f"{stem}.png")
+    args = [a for a in folder_args(tmp_path, "evaluation.num_overlays=0") if a != "data=synthetic"]
+    result = run_cli(*args, "data=cellavision")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["classes"]["cytoplasm"]["iou"] == 0.0 and metrics["classes"]["nucleus"]["iou"] == 0.0
+    assert metrics["dataset"]["mean_iou"] < 0.5
+
+
+def test_folder_mode_honours_allow_unpaired_as_its_error_suggests(tmp_path):
+    write_folders(tmp_path, n=2, shift=False)
+    (tmp_path / "pred" / "s1.png").unlink()
+    result = run_cli(*folder_args(tmp_path, "data.allow_unpaired=true", "evaluation.num_overlays=0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_images"] == 1
