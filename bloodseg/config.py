@@ -70,6 +70,7 @@ class DataConfig:
     num_workers: int = 2
     max_images: int | None = None
     allow_unpaired: bool = False
+    allow_empty_classes: bool = False
     split_file: str | None = None
     cache_dir: str | None = None
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))

@@ -105,6 +105,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule = BloodSmearDataModule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup()
+    log.info("classes (labelled pixels per split):\n%s", datamodule.class_table())
+    datamodule.check_training_classes(cfg.data.allow_empty_classes)
     has_val = bool(datamodule.split["val"])
     check_validation_monitors(cfg, has_val)
     ckpt_path = resume_checkpoint(cfg, run_dir)

@@ -112,6 +112,49 @@ class BloodSmearDataModule(L.LightningDataModule):
         """Class pixel statistics of the training labels (see losses.class_pixel_counts)."""
         return class_pixel_counts(self.splits["train"].masks, self.num_classes)
 
+    def split_pixel_counts(self) -> dict[str, list[int]]:
+        """Labelled pixels of each class (at the training size) in every loaded split."""
+        return {
+            name: torch.bincount(loaded.masks.flatten().long(), minlength=256)[: self.num_classes].tolist()
+            for name, loaded in self.splits.items()
+        }
+
+    def class_table(self) -> str:
+        """The class table with each class's label encoding and pixel count per split, for the start-up log."""
+        counts = self.split_pixel_counts()
+        splits = [s for s in counts if self.split.get(s)]
+        rows = [["id", "class", "value", "color", *splits]]
+        for i, name in enumerate(self.table.names):
+            color = self.table.colors[i]
+            rows.append(
+                [
+                    str(i),
+                    name,
+                    "-" if self.table.values[i] is None else str(self.table.values[i]),
+                    "-" if color is None else ",".join(map(str, color)),
+                    *[str(counts[s][i]) for s in splits],
+                ]
+            )
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+        return "\n".join(
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+        )
+
+    def check_training_classes(self, allow_empty: bool) -> None:
+        """Fail when a class has no pixel in the training split (it cannot be learned) unless allowed."""
+        train = self.split_pixel_counts()["train"]
+        empty = [f"{name} (id {i})" for i, name in enumerate(self.table.names) if train[i] == 0]
+        if empty and not allow_empty:
+            raise BloodsegError(
+                f"class(es) {', '.join(empty)} have no pixel in the training split ({len(self.split['train'])} "
+                "images), so they cannot be learned; fix: check each class's value/color in data.classes "
+                "against the label files, or set data.allow_empty_classes=true to train without them"
+            )
+        if empty:
+            log.warning(
+                "class(es) %s have no training pixel (data.allow_empty_classes=true)", ", ".join(empty)
+            )
+
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
