@@ -326,13 +326,62 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return found
 
 
+# (key, test, what the value must be): checked by check_config wherever the key exists and is set
+VALUE_RULES: list[tuple[str, Any, str]] = [
+    ("optimizer.lr", lambda v: v > 0, "> 0"),
+    ("optimizer.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.batch_size", lambda v: v >= 1, ">= 1"),
+    ("data.eval_batch_size", lambda v: v >= 1, ">= 1"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.test_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.augment_copies", lambda v: v >= 1, ">= 1"),
+    ("data.max_translation", lambda v: v >= 0, ">= 0"),
+    ("data.max_images", lambda v: v >= 1, ">= 1 (or null for all)"),
+    ("loss.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("trainer.max_epochs", lambda v: v >= -1, ">= 0 (or -1: no limit)"),
+    ("trainer.log_every_n_steps", lambda v: v >= 1, ">= 1"),
+    ("trainer.accumulate_grad_batches", lambda v: v >= 1, ">= 1"),
+    ("trainer.check_val_every_n_epoch", lambda v: v >= 1, ">= 1"),
+    ("trainer.gradient_clip_val", lambda v: v >= 0, ">= 0 (or null: no clipping)"),
+    ("callbacks.checkpoint.every_n_epochs", lambda v: v >= 1, ">= 1"),
+    ("callbacks.checkpoint.save_top_k", lambda v: v >= -1, ">= 0 (or -1: all)"),
+    ("callbacks.early_stopping.patience", lambda v: v >= 0, ">= 0"),
+    ("evaluation.bf_tolerance", lambda v: v > 0, "> 0"),
+    ("evaluation.num_overlays", lambda v: v >= 0, ">= 0"),
+    ("batch_size", lambda v: v >= 1, ">= 1"),
+]
+
+
+def bad_values(cfg: DictConfig) -> list[str]:
+    """``key=value (must be ...)`` for every VALUE_RULES key whose value is out of range."""
+    found = []
+    for key, test, must in VALUE_RULES:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if isinstance(value, int | float) and not isinstance(value, bool) and not test(value):
+            found.append(f"{key}={value} (must be {must})")
+    test_share = OmegaConf.select(cfg, "data.test_fraction", default=None)
+    val_share = OmegaConf.select(cfg, "data.val_fraction", default=None)
+    if (
+        isinstance(test_share, float | int)
+        and isinstance(val_share, float | int)
+        and test_share + val_share >= 1
+    ):
+        found.append(f"data.test_fraction + data.val_fraction = {test_share + val_share} (must be < 1)")
+    return found
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Fail with the key's name when a composed config holds a key no schema knows."""
+    """Fail with the key's name when a composed config holds a key no schema knows or a value out of range."""
     unknown = unknown_keys(cfg)
     if unknown:
         raise BloodsegError(
             f"unknown config key(s): {', '.join(unknown)}; fix the spelling (see `--cfg job` for the known keys)"
         )
+    bad = bad_values(cfg)
+    if bad:
+        raise BloodsegError(f"out of range: {'; '.join(bad)}; fix: give a value in range")
 
 
 def register_configs() -> None:

@@ -13,6 +13,7 @@ A folder already holding metrics.json is refused unless overwrite=true.
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -185,8 +186,34 @@ def evaluate(cfg: DictConfig, hydra_dir: Path) -> dict:
     raise BloodsegError("nothing to evaluate: give ckpt_path=CKPT, or pred_dir=P gt_dir=G data=NAME")
 
 
+def data_override_without_data(argv: list[str]) -> str | None:
+    """The first ``data.KEY=...`` argument when no ``data=NAME`` is given, else None.
+
+    Without data=NAME evaluate reads the checkpoint's own data config, which does not exist yet
+    when Hydra applies overrides, so Hydra would fail on such a key with an assertion traceback.
+    """
+    pairs = [(arg, arg.split("=", 1)[0].lstrip("+~")) for arg in argv if "=" in arg]
+    if any(key == "data" for _, key in pairs):
+        return None
+    return next((arg for arg, key in pairs if key.startswith("data.")), None)
+
+
+def main() -> float | None:
+    """Command-line entry point: rejects data.KEY overrides without data=NAME in one line, then runs."""
+    stray = data_override_without_data(sys.argv[1:])
+    if stray:
+        print(
+            f"bloodseg.evaluate: error: {stray} needs data=NAME too (without it the checkpoint's own data "
+            "config is used, unchanged); fix: add the data config the checkpoint was trained with, "
+            "e.g. data=synthetic or data=cellavision",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return run()
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean IoU."""
     try:
         metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))

@@ -34,6 +34,7 @@ from bloodseg.builders import load_module
 from bloodseg.config import check_config
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
+from bloodseg.outputs import check_output_dir
 from bloodseg.parity import LOGIT_ATOL, LOGIT_RTOL, compare_logits
 
 log = logging.getLogger("bloodseg.export")
@@ -243,8 +244,13 @@ def export(cfg: DictConfig) -> dict:
         raise BloodsegError("give ckpt_path=CKPT (a run's checkpoints/last.ckpt) and format=onnx|torchscript")
     ckpt = Path(cfg.ckpt_path).expanduser()
     fmt = cfg.format.value
-    module = load_module(ckpt).cpu()
     output = Path(cfg.output).expanduser() if cfg.output else default_output(ckpt, fmt)
+    if output.is_dir():
+        raise BloodsegError(
+            f"output={output} is a folder; fix: give the file to write, e.g. {output / 'model.onnx'}"
+        )
+    check_output_dir(output.parent, "output's folder")  # before any work
+    module = load_module(ckpt).cpu()
     if fmt == "onnx":
         metadata = export_onnx(module, output, cfg.input_dtype.value, cfg.opset, str(ckpt))
     else:

@@ -40,6 +40,7 @@ from bloodseg.config import check_config
 from bloodseg.counting import CountSettings, count_cells, count_columns, count_row
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
+from bloodseg.outputs import check_output_dir
 from bloodseg.viz import overlay, save_png
 
 log = logging.getLogger("bloodseg.predict")
@@ -115,11 +116,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as error:
         raise BloodsegError(
             f"predict.device={name} is not a device ({error}); use auto, cpu or cuda"
         ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BloodsegError(
+            f"predict.device={name}, but no CUDA GPU is available here; fix: predict.device=cpu"
+        )
+    return device
 
 
 # ---- tiling ------------------------------------------------------------------------------------
@@ -336,6 +342,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     settings = cfg.predict
     _check_settings(settings)
     files = list_inputs(cfg.input)
+    out_dir = check_output_dir(cfg.output_dir or hydra_dir)  # before any work
     module = load_module(cfg.ckpt_path)
     device = resolve_device(settings.device)
     module.to(device)
@@ -345,8 +352,6 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         log.warning(
             "predict.scale=%s is ignored in resize mode (images go to the training size)", settings.scale
         )
-    out_dir = Path(cfg.output_dir or hydra_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
     counting = CountSettings(
         settings.min_cell_area, settings.min_distance, settings.smoothing, settings.max_hole_area
     )

@@ -119,6 +119,11 @@ def resolve_pairs(data_cfg) -> list[SamplePaths]:
         )
         pairs = folder_pairs(root)
     elif source == "folder":
+        if data_cfg.root is None:
+            raise BloodsegError(
+                "data.root is not set, but this data config reads its images from a folder (root/images and "
+                "root/labels); fix: add data.root=/path/to/that/folder"
+            )
         pairs = folder_pairs(Path(data_cfg.root).expanduser(), allow_unpaired)
     elif source == "cellavision":
         from bloodseg.data.download import cellavision_root
