@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from bloodseg.checkpoint_io import AtomicCheckpointIO
 from bloodseg.config import SegNetConfig
 from bloodseg.csv_history import ResumableCSVLogger
 from bloodseg.divergence import DivergenceGuard
@@ -148,7 +149,12 @@ def build_trainer(
     if cfg.callbacks.progress_bar == "none":
         kwargs["enable_progress_bar"] = False
     return instantiate(
-        kwargs, default_root_dir=str(run_dir), logger=loggers or False, callbacks=callbacks, _convert_="all"
+        kwargs,
+        default_root_dir=str(run_dir),
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],  # checkpoints staged beside their target, never in $TMPDIR
+        _convert_="all",
     )
 
 

@@ -1,7 +1,8 @@
-"""Lightning callbacks of bloodseg: writing the evaluation artifacts of a test run."""
+"""Lightning callbacks of bloodseg: writing the evaluation artifacts of a test run; the Ctrl-C notice."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +10,33 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from bloodseg.metrics.report import write_evaluation
+from bloodseg.sweeps import write_job_status
+
+log = logging.getLogger("bloodseg.train")
+
+
+class InterruptNotice(Callback):
+    """On Ctrl-C during training: say what was kept and how to continue; job_status.json says interrupted."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        kept = (
+            f"{last} (written at the end of the last completed epoch)"
+            if last.is_file()
+            else "no checkpoint yet"
+        )
+        log.warning(
+            "interrupted during epoch %d (step %d); kept: %s; re-run the same command to continue",
+            trainer.current_epoch + 1,
+            trainer.global_step,
+            kept,
+        )
+        write_job_status(self.run_dir, "interrupted")
 
 
 class EvaluationArtifacts(Callback):

@@ -31,7 +31,7 @@ from bloodseg.builders import (
     check_checkpoint_model,
     read_checkpoint,
 )
-from bloodseg.callbacks import EvaluationArtifacts
+from bloodseg.callbacks import EvaluationArtifacts, InterruptNotice
 from bloodseg.config import check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
@@ -141,7 +141,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             cfg.evaluation.num_overlays,
             checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
         )
-        callbacks = [*build_callbacks(cfg, run_dir, with_loggers=bool(loggers)), artifacts]
+        callbacks = [
+            *build_callbacks(cfg, run_dir, with_loggers=bool(loggers)),
+            artifacts,
+            InterruptNotice(run_dir),
+        ]
         trainer = build_trainer(
             cfg,
             run_dir,
@@ -150,6 +154,13 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             limit_val_batches=None if has_val else 0,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        artifacts.extra["checkpoint"] = str(last) if last.is_file() else None  # never name a missing file
+        if trainer.global_step == 0:
+            log.warning(
+                "no training step ran (trainer.max_epochs=%s): the test scores are of the untrained model",
+                cfg.trainer.max_epochs,
+            )
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if has_val:  # the last epoch's validation values go into metrics.json: sweeps rank on them
             last = {k: fit_metrics[f"val/{k}"] for k in DATASET_KEYS if f"val/{k}" in fit_metrics}
