@@ -54,6 +54,7 @@ def test_guard_stops_at_the_first_non_finite_step_and_keeps_the_last_good_checkp
     assert (saved["epoch"], saved["global_step"]) == (0, 4)  # epoch 1's checkpoint, not replaced
 
 
+@pytest.mark.slow
 def test_diverging_smoke_run_exits_non_zero_naming_the_step(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import ONE_BATCH, ROOT, SMOKE, compose_train
 
@@ -45,6 +46,7 @@ def test_kill_while_saving_leaves_a_complete_checkpoint_and_nothing_in_tmpdir(tm
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # what training saves through
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_continue_and_records_the_interruption(tmp_path):
     args = [*SMOKE, *ONE_BATCH, "trainer.max_epochs=1000", f"hydra.run.dir={tmp_path}"]
     child = subprocess.Popen(

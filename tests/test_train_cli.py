@@ -29,6 +29,7 @@ def test_smoke_run_writes_every_artifact(smoke_run):
         assert (run_dir / name).is_file(), name
     split = json.loads((run_dir / "split.json").read_text())
     assert (len(split["train"]), len(split["test"])) == (29, 13)
+    assert "classes (labelled pixels per split)" in (run_dir / "train.log").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["dataset"]) == {
         "global_accuracy",
