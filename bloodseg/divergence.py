@@ -74,7 +74,11 @@ class DivergenceGuard(Callback):
     def on_save_checkpoint(self, trainer, module, checkpoint: dict[str, Any]) -> None:
         """Refuse to write a checkpoint after divergence, or one holding non-finite weights."""
         self.check(trainer)
-        tensors = [t for t in checkpoint["state_dict"].values() if t.is_floating_point()]
+        tensors = [
+            t
+            for t in checkpoint["state_dict"].values()
+            if isinstance(t, torch.Tensor) and t.is_floating_point()
+        ]
         if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
             raise TrainingDiverged(
                 f"training diverged: the weights hold NaN or infinite values at step {trainer.global_step}; "

@@ -49,7 +49,11 @@ def verify_weights(checkpoint: dict[str, Any], path: str | Path) -> None:
             f"checkpoint {path} is damaged: its weights do not match the hash stored when it was written; "
             "fix: use an intact copy (or another checkpoint of the run)"
         )
-    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    bad = [
+        name
+        for name, t in state.items()
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all())
+    ]
     if bad:
         raise BloodsegError(
             f"checkpoint {path} holds NaN or infinite weights ({bad[0]}"
