@@ -137,7 +137,8 @@ class BloodSmearDataModule(L.LightningDataModule):
             )
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         return "\n".join(
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+            ("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))).rstrip()
+            for row in rows
         )
 
     def check_training_classes(self, allow_empty: bool) -> None:
