@@ -20,6 +20,10 @@ from bloodseg.errors import BloodsegError
 LOCK_NAME = "run.lock"
 
 
+class RunDirectoryInUse(BloodsegError):
+    """Another live process trains into this run directory (its files are not this run's to touch)."""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -56,7 +60,7 @@ def acquire_run_lock(run_dir: Path) -> Path:
             if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
                 lock.unlink(missing_ok=True)  # its process is gone: a stale lock
                 continue
-            raise BloodsegError(
+            raise RunDirectoryInUse(
                 f"run directory {run_dir} is in use by pid {holder.get('pid')} on {holder.get('host')} "
                 f"(since {holder.get('started')}); fix: wait for it or choose another hydra.run.dir; "
                 f"if that process is gone, delete {lock}"

@@ -39,7 +39,7 @@ from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.module import CHECKPOINT_KEY
 from bloodseg.outputs import check_output_dir
-from bloodseg.run_lock import run_lock
+from bloodseg.run_lock import RunDirectoryInUse, run_lock
 from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
 from bloodseg.tracking import run_summary
@@ -243,7 +243,8 @@ def main(cfg: DictConfig) -> float | None:
         log.error("%s", error)
         if multirun:  # let Hydra record the failure and run the other jobs
             raise
-        write_job_status(run_dir, "failed", error)
+        if not isinstance(error, RunDirectoryInUse):  # the live holder's status is not ours to replace
+            write_job_status(run_dir, "failed", error)
         raise SystemExit(getattr(error, "exit_code", 2)) from None
     log.info("run directory: %s", run_dir)
     return value

@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ONE_BATCH, ROOT, SMOKE, compose_train
+from conftest import ONE_BATCH, ROOT, SMOKE, compose_train, run_cli
 
-from bloodseg.errors import BloodsegError
-from bloodseg.run_lock import LOCK_NAME, acquire_run_lock
+from bloodseg.run_lock import LOCK_NAME, RunDirectoryInUse, acquire_run_lock
 from bloodseg.train import train
 
 HOLD = (
@@ -31,9 +30,14 @@ def test_second_run_into_a_directory_in_use_names_the_holder_and_a_dead_holder_i
     try:
         assert holder.stdout.readline().strip() == "held"
         cfg = compose_train([*SMOKE, *ONE_BATCH])
-        with pytest.raises(BloodsegError, match=f"is in use by pid {holder.pid} on .*delete .*{LOCK_NAME}"):
+        with pytest.raises(
+            RunDirectoryInUse, match=f"is in use by pid {holder.pid} on .*delete .*{LOCK_NAME}"
+        ):
             train(cfg, tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # refused before any work
+        result = run_cli("bloodseg.train", *SMOKE, *ONE_BATCH, f"hydra.run.dir={tmp_path}")
+        assert result.returncode == 2 and f"is in use by pid {holder.pid}" in result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "job_status.json").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
