@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.builders import build_trainer, check_checkpoint_classes, load_module
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import check_config
+from bloodseg.config import IGNORE_INDEX, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
 from bloodseg.data.labels import ClassTable, encode_label
@@ -93,11 +93,35 @@ def _index_png(path: Path, what: str) -> np.ndarray:
     return raw
 
 
+def decode_truth(raw: np.ndarray, alpha, table: ClassTable, path: Path) -> tuple[np.ndarray, dict | None]:
+    """Ground-truth class ids of a raw label array, and its stray pixels ({"pixels", "values"} or None).
+
+    Labels are decoded with data.classes exactly as training reads them (values for single-channel
+    labels, colours for RGB ones). A single-channel label for a table whose classes have no grey
+    values (e.g. allidb1's colours) can only hold class ids: it is read as such, 255 = ignore.
+    """
+    if raw.ndim == 2 and any(v is None for v in table.values):
+        k = table.num_classes
+        outside = (raw >= k) & (raw != IGNORE_INDEX)
+        stray = None
+        if outside.any():
+            stray = {
+                "pixels": int(outside.sum()),
+                "values": sorted(int(v) for v in np.unique(raw[outside]))[:8],
+            }
+        return np.where(outside, IGNORE_INDEX, raw).astype(np.uint8), stray
+    encoded = encode_label(raw, table, str(path), alpha)
+    stray = (
+        {"pixels": encoded.stray_pixels, "values": encoded.stray_examples} if encoded.stray_pixels else None
+    )
+    return encoded.ids, stray
+
+
 def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     """Score predicted index PNGs (class ids) in cfg.pred_dir against ground truth in cfg.gt_dir (same stems).
 
     Ground truth is decoded with data.classes (each class's value or colour) exactly as training reads
-    labels, so e.g. CellaVision's 0/128/255 masks count as background/cytoplasm/nucleus.
+    labels, so e.g. CellaVision's 0/128/255 masks count as background/cytoplasm/nucleus (see decode_truth).
     """
     if cfg.data is None:
         raise BloodsegError(
@@ -134,10 +158,9 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
                 f"prediction {pair.image} holds class ids {bad} but data.classes has {k} classes "
                 f"(ids 0..{k - 1}); fix: use the data config the predictions were made with"
             )
-        encoded = encode_label(raw, table, str(pair.label), alpha)
-        if encoded.stray_pixels:
-            stray[pair.label.name] = {"pixels": encoded.stray_pixels, "values": encoded.stray_examples}
-        truth = encoded.ids
+        truth, stray_values = decode_truth(raw, alpha, table, pair.label)
+        if stray_values:
+            stray[pair.label.name] = stray_values
         pred_t, truth_t = torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
         metrics.update(pred_t[None], truth_t[None], torch.tensor([row]))
         kept.append((pair.id, pred, truth))
