@@ -154,8 +154,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             limit_val_batches=None if has_val else 0,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        artifacts.extra["checkpoint"] = str(last) if last.is_file() else None  # never name a missing file
+        last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+        artifacts.extra["checkpoint"] = (
+            str(last_ckpt) if last_ckpt.is_file() else None
+        )  # never a missing file
         if trainer.global_step == 0:
             log.warning(
                 "no training step ran (trainer.max_epochs=%s): the test scores are of the untrained model",
