@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,9 @@ def records(result) -> list[dict]:
 
 def test_bf_score_benchmark_compares_with_the_scipy_reference(tmp_path):
     (record,) = records(
-        run_cli("bloodseg.bench", "debug=smoke", "bench.measurements=[bf_score]", f"hydra.run.dir={tmp_path}")
+        run_tool(
+            "bloodseg.bench", "debug=smoke", "bench.measurements=[bf_score]", f"hydra.run.dir={tmp_path}"
+        )
     )
     assert record["name"] == "bf_score" and record["masks"] == 16 and record["image_size"] == [64, 96]
     assert record["agrees_with_reference"] is True
@@ -25,7 +27,7 @@ def test_bf_score_benchmark_compares_with_the_scipy_reference(tmp_path):
 
 
 def test_unknown_measurement_is_rejected(tmp_path):
-    result = run_cli(
+    result = run_cli(  # a real process
         "bloodseg.bench", "debug=smoke", "bench.measurements=[nope]", f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 2 and "nope" in result.stderr
@@ -48,7 +50,7 @@ FIELDS = {
 
 def test_smoke_bench_measures_train_step_inference_and_evaluation_of_each_model(tmp_path):
     found = records(
-        run_cli(
+        run_tool(
             "bloodseg.bench",
             "debug=smoke",
             "bench.measurements=[train_step,inference,evaluation]",

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, run_cli
+from conftest import CONF_DIR, run_tool
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
@@ -182,7 +182,7 @@ def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
     run_dir, _ = smoke_run
     sizes = write_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    result = run_cli(
+    result = run_tool(
         "bloodseg.predict",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         f"input={tmp_path / 'in'}",
@@ -234,7 +234,7 @@ def test_predict_errors_are_clear(smoke_run, tmp_path):
         ([ckpt, f"input={tmp_path / 'missing'}"], "does not exist"),
         ([ckpt, f"input={tmp_path / 'bad'}"], "none of the 1 file(s)"),
     ):
-        result = run_cli("bloodseg.predict", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
+        result = run_tool("bloodseg.predict", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
         assert result.returncode == 2, result.stderr[-2000:]
         assert message in result.stderr and "Traceback" not in result.stderr
     for args, message in (
