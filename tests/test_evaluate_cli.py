@@ -13,6 +13,7 @@ from conftest import run_cli
 from PIL import Image
 from test_metrics import random_case
 
+from bloodseg.data.labels import palette_label
 from bloodseg.data.synthetic import generate_smear
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,19 @@ def test_folders_of_index_pngs(tmp_path):
         rows["s0"]["mean_bf_score"]
     )
     assert len(list((tmp_path / "out").glob("overlay_best_s0.png"))) == 1
+
+
+def test_palette_predictions_score_like_index_ones(tmp_path):
+    """predict's labels (palette PNGs in the class colours) are read by colour: same numbers as index PNGs."""
+    write_folders(tmp_path)
+    colours = [[255, 255, 0], [0, 0, 255], [0, 255, 0]]  # data=synthetic's class colours
+    for path in (tmp_path / "pred").iterdir():
+        palette_label(np.asarray(Image.open(path)), colours).save(path)
+    result = run_cli(*folder_args(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "out" / "per_image_metrics.csv") as handle:
+        rows = {r["image"]: r for r in csv.DictReader(handle)}
+    assert float(rows["s0"]["mean_iou"]) == 1.0 and float(rows["s3"]["mean_iou"]) < 1.0
 
 
 @pytest.mark.parametrize(
