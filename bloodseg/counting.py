@@ -145,6 +145,21 @@ def label_cells(
     return instances, rows
 
 
+MICRON_COLUMNS = ["area_um2", "equivalent_diameter_um"]
+
+
+def in_microns(cells: list[dict], pixel_size_um: float) -> list[dict]:
+    """label_cells' rows with their area and diameter also in microns (pixel_size_um = microns per pixel)."""
+    return [
+        {
+            **cell,
+            "area_um2": round(cell["area_px"] * pixel_size_um**2, 3),
+            "equivalent_diameter_um": round(cell["equivalent_diameter_px"] * pixel_size_um, 3),
+        }
+        for cell in cells
+    ]
+
+
 def class_counts(labels: np.ndarray, class_names: list[str], cells: list[dict]) -> dict[str, dict[str, int]]:
     """count_cells' result from label_cells' rows: cells and pixel area per non-background class."""
     return {

@@ -29,7 +29,16 @@ from tqdm import tqdm
 
 from bloodseg.builders import load_module
 from bloodseg.config import check_config
-from bloodseg.counting import CELL_COLUMNS, CountSettings, class_counts, count_columns, count_row, label_cells
+from bloodseg.counting import (
+    CELL_COLUMNS,
+    MICRON_COLUMNS,
+    CountSettings,
+    class_counts,
+    count_columns,
+    count_row,
+    in_microns,
+    label_cells,
+)
 from bloodseg.data.labels import palette_label
 from bloodseg.errors import BloodsegError
 from bloodseg.inference import (
@@ -58,6 +67,7 @@ class PredictSettings:
     device: str = "auto"
     alpha: float = 0.45
     outlines: bool = True
+    pixel_size_um: float | None = None
     min_cell_area: int = 80
     min_distance: int = 8
     smoothing: float = 1.0
@@ -129,6 +139,10 @@ def check_settings(s: DictConfig) -> None:
         raise BloodsegError(f"predict.batch_size={s.batch_size} must be at least 1")
     if not 0 <= s.alpha <= 1:
         raise BloodsegError(f"predict.alpha={s.alpha} must be in [0, 1]")
+    if s.pixel_size_um is not None and not s.pixel_size_um > 0:
+        raise BloodsegError(
+            f"predict.pixel_size_um={s.pixel_size_um} must be > 0 (microns per input pixel) or null"
+        )
     if s.max_whole_pixels < 1:
         raise BloodsegError(f"predict.max_whole_pixels={s.max_whole_pixels} must be at least 1")
 
@@ -175,7 +189,10 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     ):
         writer = csv.DictWriter(handle, fieldnames=count_columns(meta["class_names"]))
         writer.writeheader()
-        cell_writer = csv.DictWriter(cell_handle, fieldnames=CELL_COLUMNS)
+        microns = settings.pixel_size_um
+        cell_writer = csv.DictWriter(
+            cell_handle, fieldnames=CELL_COLUMNS + (MICRON_COLUMNS if microns else [])
+        )
         cell_writer.writeheader()
         fields = read_fields(files, stems, plan, skipped, lambda: progress.update(1))
         for done in predict_fields(module, fields, tile, settings.batch_size, device):
@@ -185,7 +202,8 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
             counts = class_counts(labels, list(meta["class_names"]), cells[1])
             path = by_stem[done.name]
             writer.writerow(count_row(path.name, counts))
-            cell_writer.writerows({"image": path.name, **row} for row in cells[1])
+            rows = in_microns(cells[1], microns) if microns else cells[1]
+            cell_writer.writerows({"image": path.name, **row} for row in rows)
             handle.flush()
             cell_handle.flush()
             results.append(

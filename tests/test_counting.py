@@ -13,6 +13,7 @@ from bloodseg.counting import (
     count_columns,
     count_row,
     disc_field,
+    in_microns,
     label_cells,
     split_cells,
 )
@@ -131,3 +132,8 @@ def test_cell_table_rows_match_a_hand_measurement_of_known_discs():
     touching = [c for c in cells if c["touching"]]
     assert len(touching) == 2 and sum(c["area_px"] for c in touching) == pair.sum()
     assert class_counts(labels, CLASSES, cells) == count_cells(labels, CLASSES)
+    microns = in_microns(cells, 0.2)  # 0.2 um per pixel
+    assert microns[3]["area_um2"] == pytest.approx(white.sum() * 0.04, abs=1e-3)
+    assert microns[3]["equivalent_diameter_um"] == pytest.approx(
+        np.sqrt(4 * white.sum() / np.pi) * 0.2, abs=1e-2
+    )

@@ -208,6 +208,7 @@ def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
         f"output_dir={out}",
         f"predict.mode={mode}",
         "predict.batch_size=4",
+        *(["predict.pixel_size_um=0.5"] if mode == "resize" else []),
         f"hydra.run.dir={tmp_path / 'hydra'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -255,7 +256,13 @@ def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
         "area_px",
         "equivalent_diameter_px",
         "touching",
+        *(["area_um2", "equivalent_diameter_um"] if mode == "resize" else []),
     ]
+    for cell in cells if mode == "resize" else []:  # 0.5 um per pixel
+        assert float(cell["area_um2"]) == pytest.approx(int(cell["area_px"]) * 0.25, abs=1e-3)
+        assert float(cell["equivalent_diameter_um"]) == pytest.approx(
+            float(cell["equivalent_diameter_px"]) / 2, abs=1e-3
+        )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["predicted"] == 4
     assert [s["file"].rsplit("/", 1)[-1] for s in summary["skipped"]] == ["broken.png"]
