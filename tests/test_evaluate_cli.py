@@ -108,11 +108,21 @@ def test_palette_predictions_score_like_index_ones(tmp_path):
     colours = [[255, 255, 0], [0, 0, 255], [0, 255, 0]]  # data=synthetic's class colours
     for path in (tmp_path / "pred").iterdir():
         palette_label(np.asarray(Image.open(path)), colours).save(path)
+    gt = tmp_path / "gt" / "s1.png"  # and one GIMP-style colour ground truth with 2 pixels of no class
+    ids = np.asarray(Image.open(gt))
+    rgb = np.array(colours, np.uint8)[np.where(ids == 255, 0, ids)]
+    rgb[0, :2] = [200, 10, 10]
+    Image.fromarray(rgb).save(gt)
     result = run_cli(*folder_args(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "out" / "per_image_metrics.csv") as handle:
         rows = {r["image"]: r for r in csv.DictReader(handle)}
     assert float(rows["s0"]["mean_iou"]) == 1.0 and float(rows["s3"]["mean_iou"]) < 1.0
+    assert (
+        0.8 < float(rows["s1"]["global_accuracy"]) < 1.0
+    )  # shifted by a pixel: the colour truth was decoded
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["stray_ground_truth_pixels"] == 2 and "s1.png: 2 px" in result.stderr
 
 
 @pytest.mark.parametrize(
