@@ -375,3 +375,33 @@ def test_predicted_labels_train_a_model_as_allidb1_labels(smoke_run, tmp_path):
     assert datamodule.label_report()["stray_pixels_total"] == 0
     train(train_cfg, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_images"] == 1
+
+
+def test_outlines_draw_each_cell_edge_in_its_class_colour_and_its_id(tmp_path):
+    from scipy import ndimage
+
+    from bloodseg.counting import label_cells
+    from bloodseg.predict import instance_png
+    from bloodseg.viz import cell_outlines
+
+    yy, xx = np.mgrid[0:80, 0:120]
+    labels = np.zeros((80, 120), np.uint8)
+    labels[(yy - 40) ** 2 + (xx - 30) ** 2 <= 15**2] = 1
+    labels[(yy - 40) ** 2 + (xx - 85) ** 2 <= 20**2] = 2
+    instances, cells = label_cells(labels, META["class_names"])
+    image = np.full((80, 120, 3), 200, np.uint8)
+    out = cell_outlines(
+        image, instances, cells, dict(zip(META["class_names"], META["class_colors"], strict=True))
+    )
+    for cell_id, colour in ((1, [0, 0, 255]), (2, [0, 255, 0])):
+        cell = instances == cell_id
+        edge = cell & ~ndimage.binary_erosion(cell)  # the inner boundary, by hand
+        centre = (round(cells[cell_id - 1]["centroid_y"]), round(cells[cell_id - 1]["centroid_x"]))
+        ring = edge & (np.hypot(yy - centre[0], xx - centre[1]) > 8)  # away from the drawn id
+        assert (out[ring] == colour).all()
+        assert (out[centre[0] - 6 : centre[0] + 6, centre[1] - 6 : centre[1] + 6] != 200).any()  # the id
+    assert (out[~ndimage.binary_dilation(instances > 0)] == 200).all()  # nothing drawn outside the cells
+    instance_png(instances, tmp_path / "i.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), instances)
+    with pytest.raises(BloodsegError, match="do not fit a 16-bit PNG"):
+        instance_png(np.array([[70000]]), tmp_path / "big.png")
