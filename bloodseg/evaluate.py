@@ -23,7 +23,7 @@ from bloodseg.callbacks import EvaluationArtifacts
 from bloodseg.config import IGNORE_INDEX, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
-from bloodseg.data.labels import ClassTable
+from bloodseg.data.labels import ClassTable, encode_label
 from bloodseg.data.loading import describe_stray
 from bloodseg.data.sources import pair_by_stem
 from bloodseg.errors import BloodsegError
@@ -74,13 +74,26 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
     return artifacts.metrics
 
 
-def _index_png(path: Path, what: str) -> np.ndarray:
-    raw, _ = read_label(path)
-    if raw.ndim != 2:
+def _index_png(path: Path, what: str, table: ClassTable) -> tuple[np.ndarray, dict | None]:
+    """Class ids of an index PNG, or of a colour/palette PNG decoded by the class colours (as training
+    does), with the latter's colours of no class ({"pixels", "values"}; None when there are none).
+
+    Colours of no class are an error in a prediction and ignore (255) in ground truth.
+    """
+    raw, alpha = read_label(path)
+    if raw.ndim == 2:
+        return raw, None
+    encoded = None
+    if all(c is not None for c in table.colors):
+        encoded = encode_label(raw, table, str(path), alpha)
+    if encoded is None or (what == "prediction" and encoded.stray_pixels):
+        found = f" with colours of no class (e.g. {encoded.stray_examples[:3]})" if encoded else ""
         raise BloodsegError(
-            f"{what} {path} is a colour image; fix: save class ids as a single-channel (index) PNG"
+            f"{what} {path} is a colour image{found}; fix: save class ids as a single-channel (index) "
+            "PNG, or colour it with the colours of data.classes"
         )
-    return raw
+    stray = {"pixels": encoded.stray_pixels, "values": encoded.stray_examples}
+    return encoded.ids, stray if encoded.stray_pixels else None
 
 
 def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
@@ -105,7 +118,10 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     stray, kept = {}, []
     for row, pair in enumerate(pairs):
-        pred, truth = _index_png(pair.image, "prediction"), _index_png(pair.label, "ground truth")
+        pred, _ = _index_png(pair.image, "prediction", table)
+        truth, colour_stray = _index_png(pair.label, "ground truth", table)
+        if colour_stray:
+            stray[pair.label.name] = colour_stray
         if pred.shape != truth.shape:
             raise BloodsegError(
                 f"prediction {pair.image} is {pred.shape[1]}x{pred.shape[0]} but ground truth "

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
 
 from bloodseg.config import IGNORE_INDEX  # noqa: E402
 
@@ -64,6 +65,34 @@ def comparison(
     for panel in panels[1:]:
         row += [gap, panel]
     return np.concatenate(row, axis=1)
+
+
+def cell_outlines(image: np.ndarray, instances: np.ndarray, cells: list[dict], colors: dict) -> np.ndarray:
+    """The image with each cell's outline in its class colour and its id written at its centroid.
+
+    instances: cell ids (0 = none) as from counting.label_cells; cells: its rows; colors: class -> RGB.
+    """
+    out = np.array(image, np.uint8, copy=True)
+    edge = find_boundaries(instances, mode="inner")
+    colour_of = np.zeros((int(instances.max(initial=0)) + 1, 3), np.uint8)
+    for cell in cells:
+        colour_of[cell["cell_id"]] = colors[cell["class"]]
+    out[edge] = colour_of[instances[edge]]
+    picture = Image.fromarray(out)
+    draw = ImageDraw.Draw(picture)
+    for cell in cells:
+        text = str(cell["cell_id"])
+        left, top, right, bottom = draw.textbbox((0, 0), text)
+        x = cell["centroid_x"] - (right - left) / 2
+        y = cell["centroid_y"] - (bottom - top) / 2
+        draw.text((x, y), text, fill=(0, 0, 0), stroke_width=1, stroke_fill=(255, 255, 255))
+    return np.asarray(picture)
+
+
+def heatmap(values: np.ndarray, vmax: float, cmap: str = "magma") -> np.ndarray:
+    """An HxWx3 uint8 picture of a float map scaled 0..vmax with a matplotlib colour map."""
+    scaled = np.clip(np.asarray(values, np.float64) / vmax if vmax > 0 else 0 * values, 0, 1)
+    return (plt.get_cmap(cmap)(scaled)[..., :3] * 255).round().astype(np.uint8)
 
 
 def save_png(array: np.ndarray, path: Path) -> None:

@@ -13,6 +13,7 @@ from conftest import run_cli, run_tool
 from PIL import Image
 from test_metrics import random_case
 
+from bloodseg.data.labels import palette_label
 from bloodseg.data.synthetic import generate_smear
 
 pytestmark = pytest.mark.slow
@@ -99,6 +100,29 @@ def test_folders_of_index_pngs(tmp_path):
         rows["s0"]["mean_bf_score"]
     )
     assert len(list((tmp_path / "out").glob("overlay_best_s0.png"))) == 1
+
+
+def test_palette_predictions_score_like_index_ones(tmp_path):
+    """predict's labels (palette PNGs in the class colours) are read by colour: same numbers as index PNGs."""
+    write_folders(tmp_path)
+    colours = [[255, 255, 0], [0, 0, 255], [0, 255, 0]]  # data=synthetic's class colours
+    for path in (tmp_path / "pred").iterdir():
+        palette_label(np.asarray(Image.open(path)), colours).save(path)
+    gt = tmp_path / "gt" / "s1.png"  # and one GIMP-style colour ground truth with 2 pixels of no class
+    ids = np.asarray(Image.open(gt))
+    rgb = np.array(colours, np.uint8)[np.where(ids == 255, 0, ids)]
+    rgb[0, :2] = [200, 10, 10]
+    Image.fromarray(rgb).save(gt)
+    result = run_cli(*folder_args(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "out" / "per_image_metrics.csv") as handle:
+        rows = {r["image"]: r for r in csv.DictReader(handle)}
+    assert float(rows["s0"]["mean_iou"]) == 1.0 and float(rows["s3"]["mean_iou"]) < 1.0
+    assert (
+        0.8 < float(rows["s1"]["global_accuracy"]) < 1.0
+    )  # shifted by a pixel: the colour truth was decoded
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["stray_ground_truth_pixels"] == 2 and "s1.png: 2 px" in result.stderr
 
 
 @pytest.mark.parametrize(

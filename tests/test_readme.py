@@ -143,7 +143,7 @@ def smoke_sized(argv: list[str], out) -> list[str]:
         return [module, *args, *TRAIN_SMOKE, f"hydra.sweep.dir={out / 'sweep'}"]
     if module == "bloodseg.bench":
         return [module, *args, *BENCH_SMOKE, f"hydra.run.dir={out / 'hydra'}"]
-    if module in ("bloodseg.evaluate", "bloodseg.predict", "bloodseg.export"):
+    if module in ("bloodseg.evaluate", "bloodseg.predict", "bloodseg.export", "bloodseg.suggest"):
         return [module, *args, f"hydra.run.dir={out / 'hydra'}"]
     return argv
 
