@@ -106,7 +106,9 @@ def machine_record(python: str) -> dict:
         "'cuda':torch.version.cuda,'device':torch.cuda.get_device_name(0) if torch.cuda.is_available()"
         " else 'cpu','cpu_threads':torch.get_num_threads()}))"
     )
-    versions = json.loads(subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    versions = json.loads(
+        subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout
+    )
     return {
         "name": "machine",
         "host": platform.node(),
@@ -125,7 +127,12 @@ def bench_step(step: dict, out: Path, python: str, budget: Budget) -> None:
         raw = out / step["name"] / f"variant{number}.jsonl"
         raw.unlink(missing_ok=True)
         command = [python, "-m", "bloodseg.bench", *step["args"], *variant]
-        run([*command, f"hydra.run.dir={out / step['name'] / f'variant{number}'}"], raw.with_suffix(".log"), budget, raw)
+        run(
+            [*command, f"hydra.run.dir={out / step['name'] / f'variant{number}'}"],
+            raw.with_suffix(".log"),
+            budget,
+            raw,
+        )
         for line in raw.read_text().splitlines():
             if line.startswith("{"):
                 lines.append(json.dumps({**json.loads(line), "overrides": variant}))
@@ -172,13 +179,23 @@ def train_step(step: dict, out: Path, python: str, budget: Budget, common: list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("profile", help="smoke (CPU, minutes), cpu (2 cores, about an hour) or gpu")
     parser.add_argument("out", type=Path, help="output folder (runs, logs, results/); reuse it to resume")
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop cleanly after this long")
     parser.add_argument("--only", nargs="+", default=None, help="run only these steps")
-    parser.add_argument("--record", type=Path, default=None, help="copy results/ here once all steps are done")
+    parser.add_argument(
+        "--record", type=Path, default=None, help="copy results/ here once all steps are done"
+    )
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs bloodseg")
+    parser.add_argument(
+        "--save-state",
+        type=Path,
+        default=None,
+        help="also copy results/ and the finished-step marks here (small: what a fresh machine needs to resume)",
+    )
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
     steps = [s for s in profile["steps"] if args.only is None or s["name"] in args.only]
@@ -187,6 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: no step named {', '.join(sorted(unknown))} in profile {args.profile}")
     budget = Budget(args.budget_minutes)
     args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_steps(steps, profile, args, budget)
+    finally:
+        if args.save_state:
+            save_state(args.out, args.save_state)
+
+
+def save_state(out: Path, state: Path) -> None:
+    """Copy results/ and every step's .done mark from out to state, keeping their relative paths."""
+    for path in [*out.glob("*/.done"), *(out / "results").rglob("*")]:
+        if path.is_file():
+            (state / path.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, state / path.relative_to(out))
+
+
+def run_steps(steps: list[dict], profile: dict, args: argparse.Namespace, budget: Budget) -> int:
+    """Run the steps not done yet; 0 when all are done, INCOMPLETE when the budget ran out."""
     try:
         for step in steps:
             done = args.out / step["name"] / ".done"
