@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.builders import build_trainer, check_checkpoint_classes, load_module
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import IGNORE_INDEX, check_config
+from bloodseg.config import CONF_DIR, IGNORE_INDEX, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
 from bloodseg.data.labels import ClassTable
@@ -169,7 +169,7 @@ def evaluate(cfg: DictConfig, hydra_dir: Path) -> dict:
     raise BloodsegError("nothing to evaluate: give ckpt_path=CKPT, or pred_dir=P gt_dir=G data=NAME")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean IoU."""
     try:

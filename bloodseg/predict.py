@@ -21,7 +21,6 @@ import math
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import hydra
@@ -36,7 +35,7 @@ from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
 from bloodseg.builders import load_module
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, ConfigChoice, check_config
 from bloodseg.counting import CountSettings, count_cells, count_columns, count_row
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
@@ -46,7 +45,7 @@ log = logging.getLogger("bloodseg.predict")
 
 
 # ---- config ------------------------------------------------------------------------------------
-class PredictMode(Enum):
+class PredictMode(ConfigChoice):
     auto = "auto"
     tile = "tile"
     resize = "resize"
@@ -410,7 +409,7 @@ def summary_line(summary: dict) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     try:

@@ -31,7 +31,7 @@ from bloodseg.builders import (
     read_checkpoint_meta,
 )
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
@@ -185,7 +185,7 @@ def sweeper_needs_value() -> bool:
     return not target.endswith("BasicSweeper")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``optimized_metric`` (validation mean IoU by default) for sweepers."""
     hydra_cfg = HydraConfig.get()

@@ -34,11 +34,14 @@ def cellavision_dir() -> Path:
     return CELLAVISION
 
 
-def run_cli(module: str, *args: str, cwd: Path = ROOT, timeout: int = 600):
-    """Run `python -m module args...` as a user would; returns the CompletedProcess."""
+def run_cli(module: str, *args: str, cwd: Path = ROOT, timeout: int = 600, warnings: str = "ignore"):
+    """Run `python -m module args...` as a user would; returns the CompletedProcess.
+
+    warnings: PYTHONWARNINGS for the run ("default" shows what a user would see).
+    """
     import subprocess
 
-    env = dict(os.environ, PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
+    env = dict(os.environ, PYTHONWARNINGS=warnings, HYDRA_FULL_ERROR="0")
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -1,0 +1,111 @@
+"""The command line as users meet it: quiet runs, help texts, completion, console scripts, failed checks."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tomllib
+
+import pytest
+from conftest import ONE_BATCH, ROOT, compose_train, run_cli
+
+LIBRARY_NOISE = {
+    "litlogger": "Lightning's litlogger advertisement",
+    "LeafSpec": "torch's _pytree deprecation warning raised inside Lightning",
+    "on_after_batch_transfer": "Lightning's warning about the hook overridden in the LightningModule",
+}
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_no_library_noise(tmp_path):
+    result = run_cli(
+        "bloodseg.train",
+        "experiment=segnet_vgg16",
+        *ONE_BATCH,
+        "trainer.max_epochs=1",
+        "data.augment_on_device=true",  # the hook Lightning warned about is in use
+        f"hydra.run.dir={tmp_path}",
+        warnings="default",  # what a user sees
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for text, what in LIBRARY_NOISE.items():
+        assert text not in result.stderr, f"{what} is back:\n{result.stderr[-3000:]}"
+
+
+# ---- console scripts, help, completion --------------------------------------------------------
+HYDRA_TOOLS = ["train", "evaluate", "predict", "export", "bench"]
+
+
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's [project.scripts]: script name -> "module:function"."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def script_function(name: str):
+    """The function console script `name` calls."""
+    module, function = console_scripts()[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_script(name: str, *args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """Call console script `name` in this process as pip's wrapper does (argv[0] = name); (exit code, stdout)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", [name, *args])
+    code = 0
+    try:
+        result = script_function(name)()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        GlobalHydra.instance().clear()
+    return code, capsys.readouterr().out
+
+
+def test_every_tool_has_a_console_script_that_resolves():
+    scripts = console_scripts()
+    wanted = {f"bloodseg-{tool}" for tool in HYDRA_TOOLS}
+    wanted |= {"bloodseg-report", "bloodseg-sweep-report", "bloodseg-aggregate"}
+    assert wanted <= set(scripts)
+    for name in scripts:
+        assert callable(script_function(name)), name
+
+
+@pytest.mark.parametrize("tool", HYDRA_TOOLS)
+def test_help_is_the_tools_own_text(tool, monkeypatch, capsys):
+    code, text = run_script(f"bloodseg-{tool}", "--help", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0
+    assert text.startswith(f"bloodseg-{tool} (python -m bloodseg.{tool}): ")
+    assert "Examples:" in text and "powered by Hydra" not in text
+    assert "_schema" not in text  # the typed schemas behind the options are not options
+    if tool in ("evaluate", "predict", "export"):  # they take no training groups
+        assert "optimizer" not in text and "scheduler" not in text
+
+
+def test_schemas_are_not_options():
+    from hydra.errors import MissingConfigException
+
+    for override in ("optimizer=adam_schema", "model=segnet_schema", "scheduler=cosine_schema"):
+        with pytest.raises(MissingConfigException):
+            compose_train([override])
+
+
+def test_completion_of_the_console_script(monkeypatch, capsys):
+    def complete(line: str) -> list[str]:
+        """What bash completion offers for the command line typed so far (Hydra's -sc query=bash)."""
+        monkeypatch.setenv("COMP_LINE", line)
+        code, out = run_script(line.split()[0], "-sc", "query=bash", monkeypatch=monkeypatch, capsys=capsys)
+        assert code == 0
+        return out.split()
+
+    assert complete("bloodseg-train optimizer=") == ["optimizer=adam", "optimizer=adamw", "optimizer=sgdm"]
+    assert complete("bloodseg-train loss.class_") == ["loss.class_weighting="]
+    # a choice completes to what one types, not the Python enum's repr
+    assert complete("bloodseg-train loss.class_weighting=") == ["loss.class_weighting=median_frequency"]
+    assert complete("bloodseg-predict predict.mo") == ["predict.mode="]
+
+
+def test_completion_script_installs_for_the_console_script(monkeypatch, capsys):
+    code, out = run_script("bloodseg-train", "-sc", "install=bash", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and out.rstrip().endswith("-F hydra_bash_completion bloodseg-train")
