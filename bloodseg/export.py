@@ -33,6 +33,7 @@ from bloodseg.builders import load_module
 from bloodseg.config import CONF_DIR, ConfigChoice, check_config
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import require
 from bloodseg.parity import LOGIT_ATOL, LOGIT_RTOL, compare_logits
 
 log = logging.getLogger("bloodseg.export")
@@ -242,6 +243,9 @@ def export(cfg: DictConfig) -> dict:
         raise BloodsegError("give ckpt_path=CKPT (a run's checkpoints/last.ckpt) and format=onnx|torchscript")
     ckpt = Path(cfg.ckpt_path).expanduser()
     fmt = cfg.format.value
+    if fmt == "onnx":  # the `export` extra; checked before anything is loaded or written
+        for module_name in ("onnx", "onnxscript", *(["onnxruntime"] if cfg.verify else [])):
+            require(module_name, "export", "format=onnx")
     module = load_module(ckpt).cpu()
     output = Path(cfg.output).expanduser() if cfg.output else default_output(ckpt, fmt)
     if fmt == "onnx":

@@ -36,9 +36,10 @@ from tqdm import tqdm
 
 from bloodseg.builders import load_module
 from bloodseg.config import CONF_DIR, ConfigChoice, check_config
-from bloodseg.counting import CountSettings, count_cells, count_columns, count_row
+from bloodseg.counting import COUNTING_NEEDS, CountSettings, count_cells, count_columns, count_row
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import require
 from bloodseg.viz import overlay, save_png
 
 log = logging.getLogger("bloodseg.predict")
@@ -334,6 +335,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         raise BloodsegError("give ckpt_path=CKPT and input=FILE_OR_DIR (and optionally output_dir=DIR)")
     settings = cfg.predict
     _check_settings(settings)
+    require(*COUNTING_NEEDS)
     files = list_inputs(cfg.input)
     module = load_module(cfg.ckpt_path)
     device = resolve_device(settings.device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from bloodseg.callbacks import EvaluationArtifacts
 from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import check_hydra_plugins
 from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.sweeps import assign_job_gpu
@@ -213,5 +215,16 @@ def main(cfg: DictConfig) -> float | None:
     return value
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-train`` / ``python -m bloodseg.train``: Hydra's entry point, after checking that the Hydra
+    plugins the command line selects (launchers, sweepers: optional extras) are installed."""
+    try:
+        check_hydra_plugins(sys.argv[1:], CONF_DIR)
+    except BloodsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()
+
+
+if __name__ == "__main__":
+    cli()
