@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import tomllib
 
@@ -109,3 +110,40 @@ def test_completion_of_the_console_script(monkeypatch, capsys):
 def test_completion_script_installs_for_the_console_script(monkeypatch, capsys):
     code, out = run_script("bloodseg-train", "-sc", "install=bash", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0 and out.rstrip().endswith("-F hydra_bash_completion bloodseg-train")
+
+
+# ---- failed argument checks leave nothing behind ------------------------------------------------
+@pytest.mark.parametrize("tool", ["predict", "evaluate", "export"])
+def test_a_call_missing_its_arguments_exits_2_and_writes_nothing(tool, tmp_path):
+    result = run_cli(f"bloodseg.{tool}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "ckpt_path=" in result.stderr  # the error names what to give
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no .hydra/, no log file
+
+
+def test_predict_writes_to_a_dated_folder_by_default():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="predict")
+    assert re.fullmatch(r"outputs/predict/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.output_dir)
+
+
+# ---- one argument style -----------------------------------------------------------------------
+def test_folder_tools_take_their_options_as_key_value(tmp_path, capsys):
+    from bloodseg.arguments import key_value_options
+    from bloodseg.report import main as report
+
+    assert key_value_options(["d/", "out=r.json", "--md", "t.md", "seed=1"], ["out", "md"]) == [
+        "d/",
+        "--out",
+        "r.json",
+        "--md",
+        "t.md",
+        "seed=1",  # not an option of this tool: left alone
+    ]
+    run_dir = tmp_path / "run"  # a failed run: the smallest folder a report is written for
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "job_status.json").write_text('{"status": "failed", "error": "E", "traceback": ""}')
+    assert report([str(run_dir), f"out={tmp_path / 'r.html'}"]) == 0
+    assert (tmp_path / "r.html").is_file() and not (run_dir / "report.html").exists()
