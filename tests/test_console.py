@@ -147,3 +147,19 @@ def test_folder_tools_take_their_options_as_key_value(tmp_path, capsys):
     (run_dir / "job_status.json").write_text('{"status": "failed", "error": "E", "traceback": ""}')
     assert report([str(run_dir), f"out={tmp_path / 'r.html'}"]) == 0
     assert (tmp_path / "r.html").is_file() and not (run_dir / "report.html").exists()
+
+
+def test_a_weights_download_announces_itself_on_stderr_not_stdout(monkeypatch, capsys):
+    """torch.hub prints 'Downloading: ...' on stdout, which carries results (bench JSON, run summaries)."""
+    import torch
+
+    from bloodseg.models import weights
+
+    def fake_hub_download(url, **kwargs):  # torch.hub's behaviour without the network
+        print(f'Downloading: "{url}" to cache')
+        return {"weight": torch.zeros(1)}
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_hub_download)
+    assert set(weights.download_imagenet_weights()) == {"weight"}
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading:" in err
