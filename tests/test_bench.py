@@ -25,8 +25,9 @@ def records(result) -> list[dict]:
 
 def test_bf_score_benchmark_compares_with_the_scipy_reference(tmp_path):
     (record,) = records(
-        run_cli("bloodseg.bench", "debug=smoke", "bench.measurements=[bf_score]", f"hydra.run.dir={tmp_path}")
+        run_cli("bloodseg.bench", "debug=smoke", "bench.measurements=[bf_score]", cwd=tmp_path)
     )
+    assert list(tmp_path.iterdir()) == []  # no files: no outputs/bench/<time>/ with a log file
     assert record["name"] == "bf_score" and record["masks"] == 16 and record["image_size"] == [64, 96]
     assert record["batch_size"] == 16 and record["model"] is None
     assert record["images_per_s"] == pytest.approx(16 / record["ours_ms"] * 1e3, rel=0.01)
