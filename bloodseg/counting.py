@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.measure import regionprops
-from skimage.segmentation import watershed
+
+from bloodseg.extras import require
+
+COUNTING_NEEDS = ("skimage", "count", "cell counting")  # scikit-image's watershed: the `count` extra
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class CountSettings:
 
 def split_cells(mask: np.ndarray, settings: CountSettings = CountSettings()) -> np.ndarray:
     """Instance ids (int32, 0 = not this class) of the cells in a binary mask, touching cells split."""
+    require(*COUNTING_NEEDS)
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
     mask = fill_small_holes(np.asarray(mask, bool), settings.max_hole_area)
     components = _drop_small(ndimage.label(mask)[0], settings.min_area)
     mask = components > 0
@@ -115,6 +120,9 @@ def label_cells(
     cell's id, class, centroid (y, x pixels), area, equivalent diameter (of the disc with its
     area) and ``touching``: whether it was cut out of a piece it shared with other cells.
     """
+    require(*COUNTING_NEEDS)
+    from skimage.measure import regionprops
+
     instances = np.zeros(labels.shape, np.int32)
     rows: list[dict] = []
     for class_id, name in enumerate(class_names):

@@ -10,17 +10,17 @@ of the best and worst images, with the same metric code as training (MATLAB sema
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.builders import build_trainer, check_checkpoint_classes, load_module
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import IGNORE_INDEX, check_config
+from bloodseg.config import CONF_DIR, IGNORE_INDEX, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
 from bloodseg.data.labels import ClassTable, encode_label
@@ -31,6 +31,11 @@ from bloodseg.metrics.report import paper_tables, write_evaluation
 from bloodseg.metrics.suite import SegmentationMetrics
 
 log = logging.getLogger("bloodseg.evaluate")
+
+
+FOLDER_MODE_OUTPUT = (
+    "outputs/evaluate/%Y-%m-%d_%H-%M-%S"  # pred_dir mode without output_dir (created on success)
+)
 
 
 def default_output_dir(ckpt_path: Path, split: str) -> Path:
@@ -185,11 +190,11 @@ def evaluate(cfg: DictConfig, hydra_dir: Path) -> dict:
     raise BloodsegError("nothing to evaluate: give ckpt_path=CKPT, or pred_dir=P gt_dir=G data=NAME")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean IoU."""
     try:
-        metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+        metrics = evaluate(cfg, Path(time.strftime(FOLDER_MODE_OUTPUT)))
     except BloodsegError as error:
         log.error("%s", error)
         raise SystemExit(2) from None

@@ -13,7 +13,6 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch.nn.functional as TF
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from bloodseg.config import ConfigChoice
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
 
@@ -31,7 +31,7 @@ STRIDE = 32  # the networks pool five times: whole-image inputs are padded to a 
 DEFAULT_MAX_WHOLE_PIXELS = 4_194_304  # 2048 x 2048: larger (scaled) images are tiled
 
 
-class PredictMode(Enum):
+class PredictMode(ConfigChoice):
     auto = "auto"
     whole = "whole"
     tile = "tile"

@@ -28,9 +28,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from bloodseg.builders import load_module
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, check_config
 from bloodseg.counting import (
     CELL_COLUMNS,
+    COUNTING_NEEDS,
     MICRON_COLUMNS,
     CountSettings,
     class_counts,
@@ -41,6 +42,7 @@ from bloodseg.counting import (
 )
 from bloodseg.data.labels import palette_label
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import require
 from bloodseg.inference import (
     DEFAULT_MAX_WHOLE_PIXELS,
     FieldPlan,
@@ -154,6 +156,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         raise BloodsegError("give ckpt_path=CKPT and input=FILE_OR_DIR (and optionally output_dir=DIR)")
     settings = cfg.predict
     check_settings(settings)
+    require(*COUNTING_NEEDS)
     files = list_inputs(cfg.input)
     module = load_module(cfg.ckpt_path)
     device = resolve_device(settings.device)
@@ -240,7 +243,7 @@ def summary_line(summary: dict) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     try:

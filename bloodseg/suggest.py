@@ -14,7 +14,6 @@ import logging
 import math
 import sys
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import hydra
@@ -24,7 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from bloodseg.builders import load_module
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, ConfigChoice, check_config
 from bloodseg.errors import BloodsegError
 from bloodseg.inference import (
     DEFAULT_MAX_WHOLE_PIXELS,
@@ -43,7 +42,7 @@ log = logging.getLogger("bloodseg.suggest")
 RANKING_COLUMNS = ["rank", "image", "score", "entropy", "margin", "flip_disagreement", "suggested"]
 
 
-class Score(Enum):
+class Score(ConfigChoice):
     entropy = "entropy"
     margin = "margin"
 
@@ -121,7 +120,7 @@ def suggest(cfg: DictConfig, hydra_dir: Path) -> list[dict]:
     return ranking
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="suggest")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="suggest")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     try:

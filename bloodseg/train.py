@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from bloodseg.builders import (
     read_checkpoint_meta,
 )
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import check_hydra_plugins
 from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.sweeps import assign_job_gpu
@@ -185,7 +187,7 @@ def sweeper_needs_value() -> bool:
     return not target.endswith("BasicSweeper")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``optimized_metric`` (validation mean IoU by default) for sweepers."""
     hydra_cfg = HydraConfig.get()
@@ -213,5 +215,16 @@ def main(cfg: DictConfig) -> float | None:
     return value
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-train`` / ``python -m bloodseg.train``: Hydra's entry point, after checking that the Hydra
+    plugins the command line selects (launchers, sweepers: optional extras) are installed."""
+    try:
+        check_hydra_plugins(sys.argv[1:], CONF_DIR)
+    except BloodsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()
+
+
+if __name__ == "__main__":
+    cli()

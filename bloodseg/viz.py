@@ -9,10 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
-from skimage.segmentation import find_boundaries  # noqa: E402
-
-from bloodseg.config import IGNORE_INDEX  # noqa: E402
+from torchvision.utils import draw_segmentation_masks  # noqa: E402
 
 
 def colorize(labels: np.ndarray, colors: list) -> np.ndarray:
@@ -24,10 +23,14 @@ def colorize(labels: np.ndarray, colors: list) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, colors: list, alpha: float = 0.45) -> np.ndarray:
     """Blend class colours over an HxWx3 uint8 image; ignored pixels (255) keep the image."""
-    painted = colorize(labels, colors).astype(np.float32)
-    blend = (1 - alpha) * image.astype(np.float32) + alpha * painted
-    out = np.where((labels == IGNORE_INDEX)[..., None], image.astype(np.float32), blend)
-    return out.round().clip(0, 255).astype(np.uint8)
+    masks = torch.from_numpy(labels.astype(np.int64))[None] == torch.arange(len(colors))[:, None, None]
+    blended = draw_segmentation_masks(
+        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+        masks,
+        alpha=alpha,
+        colors=[tuple(int(v) for v in color) for color in colors],
+    )
+    return blended.permute(1, 2, 0).numpy()
 
 
 def captioned(image: np.ndarray, caption: str) -> np.ndarray:
@@ -73,6 +76,8 @@ def cell_outlines(image: np.ndarray, instances: np.ndarray, cells: list[dict], c
     instances: cell ids (0 = none) as from counting.label_cells; cells: its rows; colors: class -> RGB.
     """
     out = np.array(image, np.uint8, copy=True)
+    from skimage.segmentation import find_boundaries  # the `count` extra, as the instances' watershed
+
     edge = find_boundaries(instances, mode="inner")
     colour_of = np.zeros((int(instances.max(initial=0)) + 1, 3), np.uint8)
     for cell in cells:

@@ -41,9 +41,12 @@ def cellavision_dir() -> Path:
     return CELLAVISION
 
 
-def run_cli(module: str, *args: str, cwd: Path = ROOT, timeout: int = 600):
-    """Run `python -m module args...` as a user would, in a new process; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
+def run_cli(module: str, *args: str, cwd: Path = ROOT, timeout: int = 600, warnings: str = "ignore"):
+    """Run `python -m module args...` as a user would, in a new process; returns the CompletedProcess.
+
+    warnings: PYTHONWARNINGS for the run ("default" shows what a user would see).
+    """
+    env = dict(os.environ, PYTHONWARNINGS=warnings, HYDRA_FULL_ERROR="0")
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -288,7 +288,7 @@ def test_predict_errors_are_clear(smoke_run, tmp_path):
         ([ckpt, f"input={tmp_path / 'missing'}"], "does not exist"),
         ([ckpt, f"input={tmp_path / 'bad'}"], "none of the 1 file(s)"),
     ):
-        result = run_tool("bloodseg.predict", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
+        result = run_tool("bloodseg.predict", *args, f"output_dir={tmp_path / 'out'}")
         assert result.returncode == 2, result.stderr[-2000:]
         assert message in result.stderr and "Traceback" not in result.stderr
     for args, message in (

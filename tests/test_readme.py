@@ -110,7 +110,7 @@ def substitute(argv: list[str], files: dict, out) -> list[str]:
             value = str(files["smears"])
         elif key == "verify_images":
             value = str(files["colour"] / "images" / "*.png")
-        elif key == "output":
+        elif key in ("output", "out", "md"):  # a file to write
             value = str(out / value.rsplit("/", 1)[-1])
         elif key in ("output_dir", "image_dir", "gt_dir", "pred_dir"):
             value = {
