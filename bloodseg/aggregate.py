@@ -20,6 +20,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from bloodseg.arguments import key_value_options
 from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS
 from bloodseg.sweep_report import JobRecord, collect_jobs
 
@@ -149,17 +150,21 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+OPTIONS = ("out", "md")  # also accepted as key=value (out=FILE)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m bloodseg.aggregate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Options also as key=value, as in the other tools: out=FILE is --out FILE.",
     )
     parser.add_argument("multirun_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="results.json to write")
     parser.add_argument("--md", type=Path, help="also write the tables (mean ± std over seeds) as markdown")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(key_value_options(sys.argv[1:] if argv is None else argv, OPTIONS))
     missing = [str(d) for d in args.multirun_dirs if not d.is_dir()]
     if missing:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)

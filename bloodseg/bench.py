@@ -12,6 +12,11 @@ Measurements (``bench.measurements``), each for every model in ``bench.models``:
 - ``bf_score``: our batched BF score on the run's device vs a straightforward scipy implementation
   (per image and class: binary erosion + Euclidean distance transform), on the same masks.
 
+Every record has ``name``, ``model``, ``device``, ``precision``, ``batch_size``, ``images_per_s`` and
+``peak_mem_gib`` (null where it does not apply: no network in ``bf_score``, no peak memory on the CPU).
+Networks start from random weights: the bench never looks for ImageNet weights. Stdout carries
+nothing but the JSON lines; logs go to stderr.
+
 Throughput is images/s; ``tflops`` counts the network's FLOPs (torch's FlopCounterMode, training =
 3x forward) and ``mfu`` divides by 800 TFLOP/s (dense bf16 of an H100/H200) on those GPUs.
 """
@@ -31,11 +36,17 @@ import hydra
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 from scipy import ndimage
 
-from bloodseg.builders import build_module, build_trainer, channels_last_for, resolve_precision
-from bloodseg.config import check_config
+from bloodseg.builders import (
+    build_module,
+    build_trainer,
+    channels_last_for,
+    resolve_precision,
+    without_pretrained_weights,
+)
+from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_weights
@@ -135,6 +146,9 @@ def measure_bf_score(cfg: DictConfig, device: torch.device) -> dict:
         torch.device("cpu"),
         repeats=int(cfg.bench.reference_repeats),
     )
+    reset_peak_memory(device)
+    bf_scores(pred_t, truth_t, classes, tolerance)
+    peak = peak_memory_gib(device)
     agree = np.allclose(
         bf_scores(pred_t, truth_t, classes, tolerance).cpu().numpy(),
         scipy_bf_scores(pred, truth, classes, tolerance),
@@ -143,7 +157,12 @@ def measure_bf_score(cfg: DictConfig, device: torch.device) -> dict:
     )
     return {
         "name": "bf_score",
+        "model": None,  # no network: BF score of given masks
         "device": device_name(device),
+        "precision": None,  # no floating-point network: exact integer distances
+        "batch_size": count,
+        "images_per_s": _significant(count / ours_s),
+        "peak_mem_gib": peak,
         "masks": count,
         "image_size": size,
         "classes": classes,
@@ -318,10 +337,7 @@ def measure_train_step(cfg: DictConfig, device: torch.device) -> dict:
     peak = peak_memory_gib(device)
     if flops is None:
         flops = forward_flops(module.net.to(device), list(cfg.data.image_size), device)
-    plain_net = build_model(
-        OmegaConf.merge(cfg.model, {"pretrained": False} if "pretrained" in cfg.model else {}),
-        datamodule.num_classes,
-    )
+    plain_net = build_model(cfg.model, datamodule.num_classes)
     plain = plain_loop_images_per_s(
         cfg, plain_net, weights, device, precision, channels_last_for(cfg), warmup, steps
     )
@@ -429,7 +445,7 @@ def model_configs(cfg: DictConfig) -> list[DictConfig]:
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("model=", "bench.models"))]
     configs = []
     for name in cfg.bench.models:
-        if not (Path(__file__).parents[1] / "conf" / "model" / f"{name}.yaml").exists():
+        if not (Path(CONF_DIR) / "model" / f"{name}.yaml").exists():
             raise BloodsegError(f"bench.models has {name}, which is no model option (see conf/model/)")
         configs.append(compose(config_name="bench", overrides=[*overrides, f"model={name}"]))
     return configs
@@ -446,11 +462,13 @@ def run_bench(cfg: DictConfig) -> list[dict]:
     for name in cfg.bench.measurements:
         for model_cfg in model_configs(cfg) if name != "bf_score" else [cfg]:
             torch.manual_seed(cfg.seed)
+            with open_dict(model_cfg):  # throughput does not depend on the initial weights: never fetch any
+                model_cfg.model = without_pretrained_weights(model_cfg.model)
             records.append(emit(MEASUREMENTS[name](model_cfg, device)))
     return records
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,32 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None = None
     return loggers
 
 
+class _DropLitLoggerTip(logging.Filter):
+    """Drops Lightning's advertisement for its litlogger package, logged at the start of every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Silence two messages Lightning prints on every run that say nothing about the run.
+
+    - the "Tip: ... try installing litlogger" advertisement (Lightning's rank-zero info logger);
+    - torch's FutureWarning about ``LeafSpec``, raised by Lightning's own ``utilities/_pytree.py``
+      (Lightning's code, not ours: only that warning, only from that module, is ignored).
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in logger.filters):
+            logger.addFilter(_DropLitLoggerTip())
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+
+
 def build_trainer(
     cfg: DictConfig,
     run_dir: Path,
@@ -130,6 +157,7 @@ def build_trainer(
     **overrides,
 ):
     """The Lightning Trainer of cfg.trainer (auto precision/benchmark resolved), with overrides applied."""
+    quiet_lightning()
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.update({k: v for k, v in overrides.items() if v is not None})
     kwargs["precision"] = resolve_precision(cfg.trainer)
@@ -234,6 +262,18 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return read_checkpoint(path)[CHECKPOINT_KEY]
 
 
+def without_pretrained_weights(model_cfg: DictConfig) -> DictConfig:
+    """A copy of a model config that never looks for ImageNet weights (random initialisation).
+
+    For networks whose weights come from elsewhere (a checkpoint) or do not matter (throughput).
+    """
+    model_cfg = model_cfg.copy()
+    for key, off in (("pretrained", False), ("encoder_weights", None)):
+        if key in model_cfg:
+            model_cfg[key] = off
+    return model_cfg
+
+
 def load_module(
     path: str | Path, bf_tolerance: float = 0.0075, semantics: str = "matlab_current"
 ) -> SegmentationModule:
@@ -241,13 +281,9 @@ def load_module(
     scoring with the BF tolerance and metric rule set (``evaluation.semantics``) given."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint[CHECKPOINT_KEY]
-    model_cfg = OmegaConf.create(meta["config"]["model"])
-    for key, off in (
-        ("pretrained", False),
-        ("encoder_weights", None),
-    ):  # the weights come from the checkpoint
-        if key in model_cfg:
-            model_cfg[key] = off
+    model_cfg = without_pretrained_weights(
+        OmegaConf.create(meta["config"]["model"])
+    )  # weights: the checkpoint's
     if model_cfg.get("_target_") == SegNetConfig._target_ and "pool_tie_tolerance" not in model_cfg:
         model_cfg.pool_tie_tolerance = 0.0  # trained before the tie-robust pooling existed: classic argmax
     net = build_model(model_cfg, len(meta["class_names"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -16,18 +17,29 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from bloodseg.errors import BloodsegError
 
+# conf/ beside the package, as an absolute path: Hydra resolves a relative config_path against the calling
+# *module* when an entry point is imported (console scripts), where "../conf" would name a package "conf"
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 IGNORE_INDEX = 255
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-class DataSource(Enum):
+class ConfigChoice(Enum):
+    """A config value with fixed choices, written as typed on the command line (``median_frequency``,
+    not ``ClassWeighting.median_frequency``): in tab completion, logs and messages."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DataSource(ConfigChoice):
     synthetic = "synthetic"
     folder = "folder"
     cellavision = "cellavision"
 
 
-class ClassWeighting(Enum):
+class ClassWeighting(ConfigChoice):
     none = "none"
     inverse_frequency = "inverse_frequency"
     median_frequency = "median_frequency"
@@ -306,6 +318,20 @@ class BenchConfig(TrainConfig):
     bench: BenchSettings = field(default_factory=BenchSettings)
 
 
+# the schema each group option extends (``defaults: - /NAME@_here_``), stored outside the groups
+GROUP_SCHEMAS = {
+    "segnet_schema": SegNetConfig,
+    "smp_schema": SmpConfig,
+    "sgd_schema": SGDConfig,
+    "adam_schema": AdamConfig,
+    "adamw_schema": AdamWConfig,
+    "none_schema": SchedulerConfig,
+    "step_schema": StepLRConfig,
+    "cosine_schema": CosineConfig,
+    "poly_schema": PolyConfig,
+}
+
+
 def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     """Full names of keys that no schema declares (Hydra's ``+key=value`` can add them past the schema)."""
     found = []
@@ -385,20 +411,18 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore under the names the YAML files extend."""
+    """Store every schema in Hydra's ConfigStore under the names the YAML files extend.
+
+    The schemas of group options (``model``, ``optimizer``, ``scheduler``) are stored at the root,
+    outside their groups, and the options pull them in with ``- /<name>_schema@_here_``: so they are
+    never offered as options (``optimizer=adam_schema``), in ``--help`` or in tab completion.
+    """
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_schema", node=BenchConfig)
-    cs.store(group="model", name="segnet_schema", node=SegNetConfig)
-    cs.store(group="model", name="smp_schema", node=SmpConfig)
-    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
-    cs.store(group="optimizer", name="adam_schema", node=AdamConfig)
-    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
-    cs.store(group="scheduler", name="none_schema", node=SchedulerConfig)
-    cs.store(group="scheduler", name="step_schema", node=StepLRConfig)
-    cs.store(group="scheduler", name="cosine_schema", node=CosineConfig)
-    cs.store(group="scheduler", name="poly_schema", node=PolyConfig)
+    for name, node in GROUP_SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 register_configs()

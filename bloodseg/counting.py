@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.segmentation import watershed
+
+from bloodseg.extras import require
+
+COUNTING_NEEDS = ("skimage", "count", "cell counting")  # scikit-image's watershed: the `count` extra
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,10 @@ class CountSettings:
 
 def split_cells(mask: np.ndarray, settings: CountSettings = CountSettings()) -> np.ndarray:
     """Instance ids (int32, 0 = not this class) of the cells in a binary mask, touching cells split."""
+    require(*COUNTING_NEEDS)
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
     mask = fill_small_holes(np.asarray(mask, bool), settings.max_hole_area)
     components = _drop_small(ndimage.label(mask)[0], settings.min_area)
     mask = components > 0
@@ -91,6 +97,87 @@ def count_cells(
             "area_px": int(mask.sum()),
         }
     return counts
+
+
+CELL_COLUMNS = [
+    "image",
+    "cell_id",
+    "class",
+    "centroid_y",
+    "centroid_x",
+    "area_px",
+    "equivalent_diameter_px",
+    "touching",
+]
+
+
+def label_cells(
+    labels: np.ndarray, class_names: list[str], settings: CountSettings = CountSettings()
+) -> tuple[np.ndarray, list[dict]]:
+    """Every cell of every non-background class as one instance: (instance ids, one row per cell).
+
+    Instance ids (int32, 0 = no cell) run 1..N over the image, class by class. A row holds the
+    cell's id, class, centroid (y, x pixels), area, equivalent diameter (of the disc with its
+    area) and ``touching``: whether it was cut out of a piece it shared with other cells.
+    """
+    require(*COUNTING_NEEDS)
+    from skimage.measure import regionprops
+
+    instances = np.zeros(labels.shape, np.int32)
+    rows: list[dict] = []
+    for class_id, name in enumerate(class_names):
+        if class_id == 0:  # background by convention
+            continue
+        cells = split_cells(labels == class_id, settings)
+        n = int(cells.max(initial=0))
+        if n == 0:
+            continue
+        pieces, _ = ndimage.label(cells > 0)
+        piece_of = np.asarray(ndimage.maximum(pieces, cells, index=np.arange(1, n + 1)), np.int64)
+        shared = np.bincount(piece_of)[piece_of] > 1
+        offset = len(rows)
+        instances[cells > 0] = cells[cells > 0] + offset
+        for region, touching in zip(regionprops(cells), shared, strict=True):
+            y, x = region.centroid
+            rows.append(
+                {
+                    "cell_id": offset + region.label,
+                    "class": name,
+                    "centroid_y": round(float(y), 2),
+                    "centroid_x": round(float(x), 2),
+                    "area_px": int(region.num_pixels),
+                    "equivalent_diameter_px": round(float(region.equivalent_diameter_area), 2),
+                    "touching": bool(touching),
+                }
+            )
+    return instances, rows
+
+
+MICRON_COLUMNS = ["area_um2", "equivalent_diameter_um"]
+
+
+def in_microns(cells: list[dict], pixel_size_um: float) -> list[dict]:
+    """label_cells' rows with their area and diameter also in microns (pixel_size_um = microns per pixel)."""
+    return [
+        {
+            **cell,
+            "area_um2": round(cell["area_px"] * pixel_size_um**2, 3),
+            "equivalent_diameter_um": round(cell["equivalent_diameter_px"] * pixel_size_um, 3),
+        }
+        for cell in cells
+    ]
+
+
+def class_counts(labels: np.ndarray, class_names: list[str], cells: list[dict]) -> dict[str, dict[str, int]]:
+    """count_cells' result from label_cells' rows: cells and pixel area per non-background class."""
+    return {
+        name: {
+            "count": sum(1 for c in cells if c["class"] == name),
+            "area_px": int((labels == class_id).sum()),
+        }
+        for class_id, name in enumerate(class_names)
+        if class_id > 0
+    }
 
 
 def count_columns(class_names: list[str]) -> list[str]:

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.builders import build_trainer, check_checkpoint_classes, load_module
 from bloodseg.callbacks import EvaluationArtifacts
-from bloodseg.config import IGNORE_INDEX, check_config
+from bloodseg.config import CONF_DIR, IGNORE_INDEX, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
 from bloodseg.data.labels import ClassTable, encode_label
@@ -37,6 +37,11 @@ from bloodseg.metrics.suite import SegmentationMetrics
 from bloodseg.outputs import check_output_dir, refuse_overwrite
 
 log = logging.getLogger("bloodseg.evaluate")
+
+
+FOLDER_MODE_OUTPUT = (
+    "outputs/evaluate/%Y-%m-%d_%H-%M-%S"  # pred_dir mode without output_dir (created on success)
+)
 
 
 def default_output_dir(ckpt_path: Path, split: str, image_size) -> Path:
@@ -84,13 +89,26 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
     return artifacts.metrics
 
 
-def _index_png(path: Path, what: str) -> np.ndarray:
-    raw, _ = read_label(path)
-    if raw.ndim != 2:
+def _index_png(path: Path, what: str, table: ClassTable) -> tuple[np.ndarray, dict | None]:
+    """Class ids of an index PNG, or of a colour/palette PNG decoded by the class colours (as training
+    does), with the latter's colours of no class ({"pixels", "values"}; None when there are none).
+
+    Colours of no class are an error in a prediction and ignore (255) in ground truth.
+    """
+    raw, alpha = read_label(path)
+    if raw.ndim == 2:
+        return raw, None
+    encoded = None
+    if all(c is not None for c in table.colors):
+        encoded = encode_label(raw, table, str(path), alpha)
+    if encoded is None or (what == "prediction" and encoded.stray_pixels):
+        found = f" with colours of no class (e.g. {encoded.stray_examples[:3]})" if encoded else ""
         raise BloodsegError(
-            f"{what} {path} is a colour image; fix: save class ids as a single-channel (index) PNG"
+            f"{what} {path} is a colour image{found}; fix: save class ids as a single-channel (index) "
+            "PNG, or colour it with the colours of data.classes"
         )
-    return raw
+    stray = {"pixels": encoded.stray_pixels, "values": encoded.stray_examples}
+    return encoded.ids, stray if encoded.stray_pixels else None
 
 
 def decode_truth(raw: np.ndarray, alpha, table: ClassTable, path: Path) -> tuple[np.ndarray, dict | None]:
@@ -145,7 +163,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     stray, kept = {}, []
     for row, pair in enumerate(pairs):
-        pred = _index_png(pair.image, "prediction")
+        pred, _ = _index_png(pair.image, "prediction", table)
         raw, alpha = read_label(pair.label)  # decoded with data.classes exactly as training reads labels
         if pred.shape != raw.shape[:2]:
             raise BloodsegError(
@@ -235,11 +253,11 @@ def main() -> float | None:
     return run()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def run(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean IoU."""
     try:
-        metrics = evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+        metrics = evaluate(cfg, Path(time.strftime(FOLDER_MODE_OUTPUT)))
     except BloodsegError as error:
         log.error("%s", error)
         raise SystemExit(2) from None

@@ -18,7 +18,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,10 @@ from torch import nn
 from torchvision.transforms.v2.functional import InterpolationMode, resize
 
 from bloodseg.builders import load_module
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, ConfigChoice, check_config
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import require
 from bloodseg.outputs import check_output_dir
 from bloodseg.parity import LOGIT_ATOL, LOGIT_RTOL, compare_logits
 
@@ -44,12 +44,12 @@ METADATA_VERSION = 1
 
 
 # ---- config ------------------------------------------------------------------------------------
-class ExportFormat(Enum):
+class ExportFormat(ConfigChoice):
     onnx = "onnx"
     torchscript = "torchscript"
 
 
-class InputDtype(Enum):
+class InputDtype(ConfigChoice):
     uint8 = "uint8"
     float32 = "float32"
 
@@ -244,6 +244,9 @@ def export(cfg: DictConfig) -> dict:
         raise BloodsegError("give ckpt_path=CKPT (a run's checkpoints/last.ckpt) and format=onnx|torchscript")
     ckpt = Path(cfg.ckpt_path).expanduser()
     fmt = cfg.format.value
+    if fmt == "onnx":  # the `export` extra; checked before anything is loaded or written
+        for module_name in ("onnx", "onnxscript", *(["onnxruntime"] if cfg.verify else [])):
+            require(module_name, "export", "format=onnx")
     output = Path(cfg.output).expanduser() if cfg.output else default_output(ckpt, fmt)
     if output.is_dir():
         raise BloodsegError(
@@ -332,7 +335,7 @@ def verify(module, output: Path, images: list[tuple[str, np.ndarray]]) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; prints one JSON line describing the exported file."""
     try:

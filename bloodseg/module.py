@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from bloodseg.data.transforms import flip_shift_batch
 from bloodseg.integrity import add_digest
 from bloodseg.losses import WeightedCrossEntropy
 from bloodseg.metrics.confusion import SegmentationConfusion
@@ -62,7 +61,6 @@ class SegmentationModule(L.LightningModule):
         self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
-        self._train_store: tuple[torch.Tensor, torch.Tensor] | None = None  # device copy of the training set
         self.network_size: list[int] | None = None  # evaluation: run the network at this size (see forward)
 
     # ---- model -----------------------------------------------------------------------------
@@ -79,26 +77,6 @@ class SegmentationModule(L.LightningModule):
         self.train_metrics.reset()
         self.val_metrics.reset()
         self.test_metrics.reset()
-
-    def on_fit_start(self) -> None:
-        """With data.augment_on_device, copy the training images to this device once."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and datamodule.augments_on_device():
-            train = datamodule.splits["train"]
-            self._train_store = (train.images.to(self.device), train.masks.to(self.device))
-
-    def on_after_batch_transfer(
-        self, batch: dict[str, torch.Tensor], dataloader_idx: int
-    ) -> dict[str, torch.Tensor]:
-        """Gather and augment device-resident training images for index-only batches (one gather per batch)."""
-        if "image" in batch:
-            return batch
-        images, masks = self._train_store
-        index = batch["index"]
-        image, mask = flip_shift_batch(
-            images[index], masks[index], batch["hflip"], batch["vflip"], batch["dx"], batch["dy"]
-        )
-        return {"image": image, "mask": mask, "index": index}
 
     def configure_model(self) -> None:
         """Apply channels_last and torch.compile once the module is on its device."""

@@ -9,18 +9,21 @@ from bloodseg.errors import BloodsegError
 
 
 def check_output_dir(path: str | Path, key: str = "output_dir") -> Path:
-    """Create the folder if needed; fail naming ``key`` when it is a file, cannot be made or is read-only."""
+    """Fail naming ``key`` when the folder is a file, or cannot be written or created; creates nothing.
+
+    A folder that does not exist yet is checked through its nearest existing parent, so a command
+    whose later checks fail leaves no empty folder behind.
+    """
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise BloodsegError(f"{key}={path} is a file, not a folder; fix: give a folder path")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise BloodsegError(
-            f"{key}={path} cannot be created ({error.strerror}); fix: give a writable folder"
-        ) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise BloodsegError(f"{key}={path} is not writable; fix: give a writable folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BloodsegError(f"{key}={path} cannot be created: {existing} is a file; fix: give a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BloodsegError(f"{key}={path} is not writable ({existing}); fix: give a writable folder")
     return path
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bloodseg.arguments import key_value_options
 from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS, rules_line
 from bloodseg.sweep_report import (
     RANKING_TEXT,
@@ -502,11 +503,15 @@ def write_report(path: Path, out: Path | None = None) -> Path:
     return out
 
 
+OPTIONS = ("out",)  # also accepted as key=value (out=FILE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bloodseg.report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Options also as key=value, as in the other tools: out=FILE is --out FILE.",
     )
     parser.add_argument(
         "path", type=Path, help="a run directory (outputs/...) or a multirun directory (multirun/...)"
@@ -514,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write the HTML (default: PATH/report.html)"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(key_value_options(sys.argv[1:] if argv is None else argv, OPTIONS))
     if not args.path.is_dir():
         print(f"error: {args.path} is not a directory", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from bloodseg.arguments import key_value_options
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.viz import sweep_heatmap
 
@@ -178,12 +179,16 @@ def write_sweep_summary(multirun_dir: Path, out_dir: Path | None = None) -> dict
     return paths
 
 
+OPTIONS = ("out",)  # also accepted as key=value (out=FILE)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
         prog="python -m bloodseg.sweep_report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Options also as key=value, as in the other tools: out=FILE is --out FILE.",
     )
     parser.add_argument(
         "multirun_dir", type=Path, help="a Hydra multirun directory (e.g. multirun/segnet_vgg16/<date>)"
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write the summary (default: the multirun dir)"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(key_value_options(sys.argv[1:] if argv is None else argv, OPTIONS))
     try:
         paths = write_sweep_summary(args.multirun_dir, args.out)
     except FileNotFoundError as error:

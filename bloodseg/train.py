@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from bloodseg.builders import (
     read_checkpoint,
 )
 from bloodseg.callbacks import EvaluationArtifacts, InterruptNotice
-from bloodseg.config import check_config
+from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
+from bloodseg.extras import check_hydra_plugins
 from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.module import CHECKPOINT_KEY
@@ -96,6 +98,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """
     check_config(cfg)
     run_dir = check_output_dir(run_dir, "hydra.run.dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, enabled=rank_zero_only.rank == 0):  # DDP/SLURM ranks > 0 share rank 0's run
         return _train(cfg, run_dir)
 
@@ -222,7 +225,7 @@ def sweeper_needs_value() -> bool:
     return not target.endswith("BasicSweeper")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``optimized_metric`` (validation mean IoU by default) for sweepers."""
     hydra_cfg = HydraConfig.get()
@@ -252,5 +255,16 @@ def main(cfg: DictConfig) -> float | None:
     return value
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-train`` / ``python -m bloodseg.train``: Hydra's entry point, after checking that the Hydra
+    plugins the command line selects (launchers, sweepers: optional extras) are installed."""
+    try:
+        check_hydra_plugins(sys.argv[1:], CONF_DIR)
+    except BloodsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -9,9 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
-
-from bloodseg.config import IGNORE_INDEX  # noqa: E402
+from torchvision.utils import draw_segmentation_masks  # noqa: E402
 
 
 def colorize(labels: np.ndarray, colors: list) -> np.ndarray:
@@ -23,10 +23,14 @@ def colorize(labels: np.ndarray, colors: list) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, colors: list, alpha: float = 0.45) -> np.ndarray:
     """Blend class colours over an HxWx3 uint8 image; ignored pixels (255) keep the image."""
-    painted = colorize(labels, colors).astype(np.float32)
-    blend = (1 - alpha) * image.astype(np.float32) + alpha * painted
-    out = np.where((labels == IGNORE_INDEX)[..., None], image.astype(np.float32), blend)
-    return out.round().clip(0, 255).astype(np.uint8)
+    masks = torch.from_numpy(labels.astype(np.int64))[None] == torch.arange(len(colors))[:, None, None]
+    blended = draw_segmentation_masks(
+        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+        masks,
+        alpha=alpha,
+        colors=[tuple(int(v) for v in color) for color in colors],
+    )
+    return blended.permute(1, 2, 0).numpy()
 
 
 def captioned(image: np.ndarray, caption: str) -> np.ndarray:
@@ -64,6 +68,36 @@ def comparison(
     for panel in panels[1:]:
         row += [gap, panel]
     return np.concatenate(row, axis=1)
+
+
+def cell_outlines(image: np.ndarray, instances: np.ndarray, cells: list[dict], colors: dict) -> np.ndarray:
+    """The image with each cell's outline in its class colour and its id written at its centroid.
+
+    instances: cell ids (0 = none) as from counting.label_cells; cells: its rows; colors: class -> RGB.
+    """
+    out = np.array(image, np.uint8, copy=True)
+    from skimage.segmentation import find_boundaries  # the `count` extra, as the instances' watershed
+
+    edge = find_boundaries(instances, mode="inner")
+    colour_of = np.zeros((int(instances.max(initial=0)) + 1, 3), np.uint8)
+    for cell in cells:
+        colour_of[cell["cell_id"]] = colors[cell["class"]]
+    out[edge] = colour_of[instances[edge]]
+    picture = Image.fromarray(out)
+    draw = ImageDraw.Draw(picture)
+    for cell in cells:
+        text = str(cell["cell_id"])
+        left, top, right, bottom = draw.textbbox((0, 0), text)
+        x = cell["centroid_x"] - (right - left) / 2
+        y = cell["centroid_y"] - (bottom - top) / 2
+        draw.text((x, y), text, fill=(0, 0, 0), stroke_width=1, stroke_fill=(255, 255, 255))
+    return np.asarray(picture)
+
+
+def heatmap(values: np.ndarray, vmax: float, cmap: str = "magma") -> np.ndarray:
+    """An HxWx3 uint8 picture of a float map scaled 0..vmax with a matplotlib colour map."""
+    scaled = np.clip(np.asarray(values, np.float64) / vmax if vmax > 0 else 0 * values, 0, 1)
+    return (plt.get_cmap(cmap)(scaled)[..., :3] * 255).round().astype(np.uint8)
 
 
 def save_png(array: np.ndarray, path: Path) -> None:

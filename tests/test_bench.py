@@ -5,27 +5,38 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_tool
 
 pytestmark = pytest.mark.slow
 
 
+# every record, whatever it measures (null where a field does not apply)
+COMMON = {"name", "model", "device", "precision", "batch_size", "images_per_s", "peak_mem_gib"}
+
+
 def records(result) -> list[dict]:
+    """The bench's records: stdout is nothing but JSON lines, each with the common fields."""
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    found = [json.loads(line) for line in result.stdout.splitlines()]  # any other line fails here
+    assert found and all(COMMON <= set(record) for record in found), found
+    assert "ImageNet weights" not in result.stderr  # never looks for pretrained weights
+    return found
 
 
 def test_bf_score_benchmark_compares_with_the_scipy_reference(tmp_path):
     (record,) = records(
-        run_cli("bloodseg.bench", "debug=smoke", "bench.measurements=[bf_score]", f"hydra.run.dir={tmp_path}")
+        run_cli("bloodseg.bench", "debug=smoke", "bench.measurements=[bf_score]", cwd=tmp_path)
     )
+    assert list(tmp_path.iterdir()) == []  # no files: no outputs/bench/<time>/ with a log file
     assert record["name"] == "bf_score" and record["masks"] == 16 and record["image_size"] == [64, 96]
+    assert record["batch_size"] == 16 and record["model"] is None
+    assert record["images_per_s"] == pytest.approx(16 / record["ours_ms"] * 1e3, rel=0.01)
     assert record["agrees_with_reference"] is True
     assert record["speedup"] == pytest.approx(record["scipy_reference_ms"] / record["ours_ms"], rel=0.02)
 
 
 def test_unknown_measurement_is_rejected(tmp_path):
-    result = run_cli(
+    result = run_cli(  # a real process
         "bloodseg.bench", "debug=smoke", "bench.measurements=[nope]", f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 2 and "nope" in result.stderr
@@ -48,7 +59,7 @@ FIELDS = {
 
 def test_smoke_bench_measures_train_step_inference_and_evaluation_of_each_model(tmp_path):
     found = records(
-        run_cli(
+        run_tool(
             "bloodseg.bench",
             "debug=smoke",
             "bench.measurements=[train_step,inference,evaluation]",

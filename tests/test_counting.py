@@ -8,10 +8,13 @@ from scipy import ndimage
 
 from bloodseg.counting import (
     CountSettings,
+    class_counts,
     count_cells,
     count_columns,
     count_row,
     disc_field,
+    in_microns,
+    label_cells,
     split_cells,
 )
 from bloodseg.data.synthetic import RBC, WBC, generate_smear
@@ -103,3 +106,34 @@ def test_count_table_columns_follow_the_classes():
         "wbc": {"count": 1, "area_px": int((labels == 2).sum())},
     }
     assert list(count_row("a.png", counts)) == count_columns(CLASSES)
+
+
+def test_cell_table_rows_match_a_hand_measurement_of_known_discs():
+    """Two touching red cells, one lone red cell and one white cell: ids, classes, areas, centroids, flags."""
+    shape = (100, 160)
+    pair = disc(shape, (30, 30), 14) | disc(shape, (30, 58), 14)  # centres 28 px apart: touching
+    lone, white = disc(shape, (75, 40), 12), disc(shape, (60, 120), 20)
+    labels = np.zeros(shape, np.uint8)
+    labels[pair | lone] = 1
+    labels[white] = 2
+    instances, cells = label_cells(labels, CLASSES)
+    assert [c["cell_id"] for c in cells] == [1, 2, 3, 4] and np.unique(instances).tolist() == [0, 1, 2, 3, 4]
+    assert [c["class"] for c in cells] == ["rbc", "rbc", "rbc", "wbc"]
+    for cell in cells:  # each row describes exactly the pixels carrying its id
+        ys, xs = np.nonzero(instances == cell["cell_id"])
+        assert cell["area_px"] == len(ys)
+        assert cell["centroid_y"] == pytest.approx(ys.mean(), abs=0.01)
+        assert cell["centroid_x"] == pytest.approx(xs.mean(), abs=0.01)
+        assert cell["equivalent_diameter_px"] == pytest.approx(np.sqrt(4 * len(ys) / np.pi), abs=0.01)
+        assert (labels[ys, xs] == (2 if cell["class"] == "wbc" else 1)).all()
+    by_place = {(round(c["centroid_y"] / 10), round(c["centroid_x"] / 10)): c for c in cells}
+    assert by_place[(6, 12)]["area_px"] == white.sum() and not by_place[(6, 12)]["touching"]
+    assert by_place[(8, 4)]["area_px"] == lone.sum() and not by_place[(8, 4)]["touching"]
+    touching = [c for c in cells if c["touching"]]
+    assert len(touching) == 2 and sum(c["area_px"] for c in touching) == pair.sum()
+    assert class_counts(labels, CLASSES, cells) == count_cells(labels, CLASSES)
+    microns = in_microns(cells, 0.2)  # 0.2 um per pixel
+    assert microns[3]["area_um2"] == pytest.approx(white.sum() * 0.04, abs=1e-3)
+    assert microns[3]["equivalent_diameter_um"] == pytest.approx(
+        np.sqrt(4 * white.sum() / np.pi) * 0.2, abs=1e-2
+    )

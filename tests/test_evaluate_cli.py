@@ -11,10 +11,11 @@ import shutil
 import matlab_reference as ref
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_tool
 from PIL import Image
 from test_metrics import random_case
 
+from bloodseg.data.labels import palette_label
 from bloodseg.data.synthetic import generate_smear
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 def evaluate_checkpoint(run_dir, out_dir, *overrides: str) -> None:
     """`python -m bloodseg.evaluate` on the run's last checkpoint into out_dir; it must succeed."""
-    result = run_cli(
+    result = run_tool(
         "bloodseg.evaluate",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         *overrides,
@@ -116,7 +117,7 @@ def folder_args(root, *extra):
 
 def test_folders_of_index_pngs(tmp_path):
     write_folders(tmp_path)
-    result = run_cli(*folder_args(tmp_path, f"image_dir={tmp_path / 'images'}"))
+    result = run_cli(*folder_args(tmp_path, f"image_dir={tmp_path / 'images'}"))  # a real process
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["num_images"] == 4
@@ -127,6 +128,29 @@ def test_folders_of_index_pngs(tmp_path):
         rows["s0"]["mean_bf_score"]
     )
     assert len(list((tmp_path / "out").glob("overlay_best_s0.png"))) == 1
+
+
+def test_palette_predictions_score_like_index_ones(tmp_path):
+    """predict's labels (palette PNGs in the class colours) are read by colour: same numbers as index PNGs."""
+    write_folders(tmp_path)
+    colours = [[255, 255, 0], [0, 0, 255], [0, 255, 0]]  # data=synthetic's class colours
+    for path in (tmp_path / "pred").iterdir():
+        palette_label(np.asarray(Image.open(path)), colours).save(path)
+    gt = tmp_path / "gt" / "s1.png"  # and one GIMP-style colour ground truth with 2 pixels of no class
+    ids = np.asarray(Image.open(gt))
+    rgb = np.array(colours, np.uint8)[np.where(ids == 255, 0, ids)]
+    rgb[0, :2] = [200, 10, 10]
+    Image.fromarray(rgb).save(gt)
+    result = run_cli(*folder_args(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "out" / "per_image_metrics.csv") as handle:
+        rows = {r["image"]: r for r in csv.DictReader(handle)}
+    assert float(rows["s0"]["mean_iou"]) == 1.0 and float(rows["s3"]["mean_iou"]) < 1.0
+    assert (
+        0.8 < float(rows["s1"]["global_accuracy"]) < 1.0
+    )  # shifted by a pixel: the colour truth was decoded
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["stray_ground_truth_pixels"] == 2 and "s1.png: 2 px" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -151,13 +175,13 @@ def test_folder_mode_bad_input(tmp_path, damage, message):
         Image.fromarray(np.zeros((60, 80, 3), np.uint8)).save(pred)
     else:
         pred.unlink()
-    result = run_cli(*folder_args(tmp_path))
+    result = run_tool(*folder_args(tmp_path))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_folder_mode_needs_a_class_table(tmp_path):
     write_folders(tmp_path, n=1)
-    result = run_cli(
+    result = run_tool(
         "bloodseg.evaluate",
         f"pred_dir={tmp_path / 'pred'}",
         f"gt_dir={tmp_path / 'gt'}",
@@ -172,7 +196,7 @@ def test_stray_ground_truth_values_are_ignored_and_counted(tmp_path):
     array = np.asarray(Image.open(gt)).copy()
     array[:2, :3] = 9
     Image.fromarray(array).save(gt)
-    result = run_cli(*folder_args(tmp_path))
+    result = run_tool(*folder_args(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["stray_ground_truth_pixels"] == 6
     assert "s0.png" in result.stderr
@@ -181,7 +205,7 @@ def test_stray_ground_truth_values_are_ignored_and_counted(tmp_path):
 def test_scoring_at_another_resolution_resizes_around_the_network(smoke_run, tmp_path):
     """The paper's resize-predict-resize: network at its training size (64x96), scores at 128x192."""
     run_dir, _ = smoke_run
-    result = run_cli(
+    result = run_tool(
         "bloodseg.evaluate",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         "data=synthetic",
@@ -226,7 +250,7 @@ def cell(value: str) -> float:
 @pytest.mark.parametrize("semantics", ["matlab_current", "matlab_2017"])
 def test_folder_mode_agrees_with_an_independent_implementation(tmp_path, semantics):
     preds, truths = write_random_folders(tmp_path)
-    result = run_cli(*folder_args(tmp_path, f"evaluation.semantics={semantics}"))
+    result = run_tool(*folder_args(tmp_path, f"evaluation.semantics={semantics}"))
     assert result.returncode == 0, result.stderr[-3000:]
     expected = ref.evaluate(preds, truths, 3, semantics)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -259,7 +283,7 @@ def test_folder_mode_agrees_with_an_independent_implementation(tmp_path, semanti
 
 def test_unknown_rule_set_is_rejected_with_the_key(tmp_path):
     write_folders(tmp_path, n=1)
-    result = run_cli(*folder_args(tmp_path, "evaluation.semantics=matlab_2019"))
+    result = run_tool(*folder_args(tmp_path, "evaluation.semantics=matlab_2019"))
     assert result.returncode == 2 and "evaluation.semantics='matlab_2019'" in result.stderr
     assert "Traceback" not in result.stderr
 

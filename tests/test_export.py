@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, run_cli
+from conftest import CONF_DIR, run_cli, run_tool
 from hydra import compose, initialize_config_dir
 
 from bloodseg.builders import load_module
@@ -40,7 +40,7 @@ def export_cli(smoke_run, tmp_path, *args):
     """Run the export command on the smoke checkpoint; returns (module, its printed JSON record)."""
     run_dir, _ = smoke_run
     ckpt = run_dir / "checkpoints/last.ckpt"
-    result = run_cli("bloodseg.export", f"ckpt_path={ckpt}", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
+    result = run_tool("bloodseg.export", f"ckpt_path={ckpt}", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
     assert result.returncode == 0, result.stderr[-3000:]
     return load_module(ckpt), json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -13,7 +13,7 @@ from PIL import Image
 from bloodseg.config import DataConfig
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.imageio import read_rgb
-from bloodseg.data.labels import ClassTable, encode_label
+from bloodseg.data.labels import ClassTable, encode_label, palette_label
 from bloodseg.errors import BloodsegError
 
 PAPER = [
@@ -132,6 +132,23 @@ def test_palette_labels_and_jpeg_images(tmp_path):
         Image.open(path).convert("P", palette=Image.Palette.ADAPTIVE, colors=3).save(path)
     dm = loaded(tmp_path)
     assert all(np.array_equal(m.numpy(), truth[s]) for s, m in all_masks(dm).items())
+
+
+def test_palette_labels_written_by_predict_read_back_as_the_same_ids(tmp_path):
+    """predict's <stem>_labels.png: shown in the class colours, decoded by colour to the same ids (255 too)."""
+    truth = make_folder(tmp_path, n=4)
+    for stem, ids in truth.items():
+        ids = ids.copy()
+        ids[:3, :3] = 255  # unlabelled: the palette's transparent index
+        truth[stem] = ids
+        palette_label(ids, COLOURS.tolist()).save(tmp_path / "labels" / f"{stem}.png")
+    opened = Image.open(tmp_path / "labels" / "s0.png")
+    assert opened.mode == "P" and np.array_equal(np.asarray(opened), truth["s0"])
+    rgb = np.asarray(opened.convert("RGB"))
+    assert np.array_equal(rgb[3:, 3:], COLOURS[truth["s0"][3:, 3:]])  # what an image editor shows
+    for classes in (PAPER, [{**c, "value": i} for i, c in enumerate(PAPER)]):  # allidb1 and a folder table
+        masks = all_masks(loaded(tmp_path, classes=classes, image_size=[40, 48]))
+        assert all(np.array_equal(m.numpy(), truth[s]) for s, m in masks.items())
 
 
 def test_rgba_grey_and_16_bit_images_are_normalised_with_a_note(tmp_path):

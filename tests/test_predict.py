@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, run_cli
+from conftest import CONF_DIR, run_tool
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
@@ -17,19 +17,19 @@ from torch import nn
 from bloodseg.config import check_config
 from bloodseg.data.synthetic import generate_smear
 from bloodseg.errors import BloodsegError
-from bloodseg.module import SegmentationModule
-from bloodseg.predict import (
+from bloodseg.inference import (
     PredictMode,
+    choose_mode,
     edge_ramp,
     list_inputs,
     make_field,
     output_stems,
-    predict,
     predict_fields,
     predict_image,
-    separation,
     tile_origins,
 )
+from bloodseg.module import SegmentationModule
+from bloodseg.predict import predict, separation
 
 TILE = (64, 96)
 META = {
@@ -70,7 +70,7 @@ def test_predict_config_composes_with_its_schema():
             compose(config_name="predict", overrides=["predict.min_cel_area=3"])
         with pytest.raises(Exception) as error:
             compose(config_name="predict", overrides=["predict.mode=tiles"])
-        assert "expected one of [auto, tile, resize]" in str(error.value.__cause__)
+        assert "expected one of [auto, whole, tile, resize]" in str(error.value.__cause__)
         with pytest.raises(BloodsegError, match="predict.extra"):
             check_config(compose(config_name="predict", overrides=["+predict.extra=1"]))
 
@@ -102,18 +102,37 @@ def test_tiling_leaves_no_seams(local_model, size):
     assert len(field.boxes) > 1  # it really was tiled
 
 
-def test_auto_mode_tiles_large_images_and_resizes_small_ones():
+def test_auto_mode_predicts_whole_within_the_pixel_budget_and_tiles_beyond():
+    # the rule: whole while the scaled image, padded to multiples of 32, holds at most max_whole_pixels
+    assert choose_mode(PredictMode.auto, (480, 640), 480 * 640) == "whole"
+    assert choose_mode(PredictMode.auto, (481, 640), 480 * 640) == "tile"  # pads to 512 x 640
+    assert choose_mode(PredictMode.auto, (1944, 2592)) == "tile"  # a whole ALL-IDB1 field: 5.0 Mpx > 4.2
+    assert choose_mode(PredictMode.auto, (486, 648)) == "whole"  # the same field at scale 0.25
+    assert choose_mode(PredictMode.resize, (10, 10)) == "resize"
     large, _, _ = generate_smear(0, 200, 300)
     small, _, _ = generate_smear(0, 50, 60)
-    assert make_field("l", large, PredictMode.auto, TILE, 1.0, 0.25).mode == "tile"
-    assert make_field("s", small, PredictMode.auto, TILE, 1.0, 0.25).mode == "resize"
-    assert make_field("l", large, PredictMode.auto, TILE, 0.25, 0.25).mode == "resize"  # 50x75 after scaling
+    assert make_field("l", large, PredictMode.auto, TILE, 1.0, 0.25).mode == "whole"
+    assert make_field("l", large, PredictMode.auto, TILE, 1.0, 0.25, max_whole_pixels=50_000).mode == "tile"
+    assert make_field("l", large, PredictMode.auto, TILE, 0.5, 0.25, max_whole_pixels=50_000).mode == "whole"
+    whole = make_field("s", small, PredictMode.auto, TILE, 1.0, 0.25)
+    assert whole.mode == "whole" and whole.crop_size == (64, 64) and whole.boxes == [(0, 0)]
     assert make_field("l", large, PredictMode.resize, TILE, 1.0, 0.25).boxes == [(0, 0)]
+
+
+@pytest.mark.parametrize(("size", "agree"), [((128, 192), 1.0), ((150, 211), 0.99), ((37, 45), 0.97)])
+def test_whole_mode_is_one_forward_pass_over_the_image(local_model, size, agree):
+    """Whole-image prediction = the network on the unpadded image (exact at multiples of 32; mirrored
+    padding only touches the last pixels of the bottom and right edges otherwise)."""
+    image, _, _ = generate_smear(4, *size)
+    whole = predict_image(local_model, image, PredictMode.whole)
+    assert whole.shape == size
+    assert (whole == full_forward(local_model, image)).mean() >= agree
 
 
 @pytest.mark.parametrize(
     ("mode", "scale", "size"),
     [
+        ("whole", 0.5, (130, 250)),
         ("tile", 1.0, (130, 250)),
         ("tile", 0.5, (260, 500)),
         ("resize", 1.0, (130, 250)),
@@ -182,26 +201,40 @@ def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
     run_dir, _ = smoke_run
     sizes = write_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    result = run_cli(
+    result = run_tool(
         "bloodseg.predict",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         f"input={tmp_path / 'in'}",
         f"output_dir={out}",
         f"predict.mode={mode}",
         "predict.batch_size=4",
+        *(["predict.pixel_size_um=0.5"] if mode == "resize" else []),
         f"hydra.run.dir={tmp_path / 'hydra'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "broken.png" in result.stderr and "skipped 1" in result.stdout
     assert "alpha channel dropped" in result.stderr and "scaled to 8-bit" in result.stderr
+    with open(out / "cells.csv") as handle:
+        cells = list(csv.DictReader(handle))
     for name, size in sizes.items():
         stem = name.rsplit(".", 1)[0]
-        labels = np.asarray(Image.open(out / f"{stem}_labels.png"))
+        opened = Image.open(out / f"{stem}_labels.png")
+        labels = np.asarray(opened)
+        assert opened.mode == "P" and opened.getpalette()[:9] == sum(META["class_colors"], [])
         assert labels.shape == size and labels.max() < 3
-        for suffix in ("overlay", "rbc", "wbc"):
+        for suffix in ("overlay", "rbc", "wbc", "outlines"):
             assert Image.open(out / f"{stem}_{suffix}.png").size == (size[1], size[0])
         image = np.asarray(Image.open(out / f"{stem}_rbc.png"))
         assert (image[labels != 1] == 255).all()
+        instances = np.asarray(Image.open(out / f"{stem}_instances.png"))
+        assert instances.dtype == np.uint16 and instances.shape == size
+        rows = [c for c in cells if c["image"] == name]
+        assert sorted(int(c["cell_id"]) for c in rows) == list(range(1, len(rows) + 1))
+        assert set(np.unique(instances)) == {0, *range(1, len(rows) + 1)}
+        for cell in rows:  # every cell row describes the pixels with its id (its class, plus filled holes)
+            where = instances == int(cell["cell_id"])
+            assert int(cell["area_px"]) == where.sum()
+            assert (labels[where] == META["class_names"].index(cell["class"])).mean() > 0.5
     with open(out / "counts.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["image", "rbc_count", "rbc_area_px", "wbc_count", "wbc_area_px"]
@@ -209,11 +242,32 @@ def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
     labels = np.asarray(Image.open(out / "field_labels.png"))
     row = next(r for r in rows if r["image"] == "field.png")
     assert int(row["rbc_area_px"]) == int((labels == 1).sum())
+    for name in ("rbc", "wbc"):
+        assert int(row[f"{name}_count"]) == sum(
+            c["image"] == "field.png" and c["class"] == name for c in cells
+        )
+    header = (out / "cells.csv").read_text().splitlines()[0].split(",")
+    assert header == [
+        "image",
+        "cell_id",
+        "class",
+        "centroid_y",
+        "centroid_x",
+        "area_px",
+        "equivalent_diameter_px",
+        "touching",
+        *(["area_um2", "equivalent_diameter_um"] if mode == "resize" else []),
+    ]
+    for cell in cells if mode == "resize" else []:  # 0.5 um per pixel
+        assert float(cell["area_um2"]) == pytest.approx(int(cell["area_px"]) * 0.25, abs=1e-3)
+        assert float(cell["equivalent_diameter_um"]) == pytest.approx(
+            float(cell["equivalent_diameter_px"]) / 2, abs=1e-3
+        )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["predicted"] == 4
     assert [s["file"].rsplit("/", 1)[-1] for s in summary["skipped"]] == ["broken.png"]
     modes = {r["image"]: r["mode"] for r in summary["images"]}
-    assert modes["field.png"] == ("tile" if mode == "auto" else "resize") and modes["small.jpg"] == "resize"
+    assert modes["field.png"] == modes["small.jpg"] == ("whole" if mode == "auto" else "resize")
 
 
 def compose_predict(*overrides: str):
@@ -234,7 +288,7 @@ def test_predict_errors_are_clear(smoke_run, tmp_path):
         ([ckpt, f"input={tmp_path / 'missing'}"], "does not exist"),
         ([ckpt, f"input={tmp_path / 'bad'}"], "none of the 1 file(s)"),
     ):
-        result = run_cli("bloodseg.predict", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
+        result = run_tool("bloodseg.predict", *args, f"output_dir={tmp_path / 'out'}")
         assert result.returncode == 2, result.stderr[-2000:]
         assert message in result.stderr and "Traceback" not in result.stderr
     for args, message in (
@@ -277,3 +331,77 @@ def test_segnet_classes_do_not_depend_on_batch_or_prediction_path(smoke_run):
         ):
             assert (labels[decided[i]] == classes[i][decided[i]]).all()
     assert decided.mean() > 0.95
+
+
+@pytest.mark.slow
+def test_predicted_labels_train_a_model_as_allidb1_labels(smoke_run, tmp_path):
+    """The labelling loop: predict, (edit the labels in GIMP,) train data=allidb1 on them: the same ids."""
+    from conftest import ONE_BATCH, compose_train
+
+    from bloodseg.data.datamodule import BloodSmearDataModule
+    from bloodseg.data.labels import palette_label
+    from bloodseg.train import train
+
+    run_dir, _ = smoke_run
+    root = tmp_path / "labelled"
+    (root / "images").mkdir(parents=True)
+    for seed in range(4):
+        Image.fromarray(generate_smear(20 + seed, 64, 96)[0]).save(root / "images" / f"f{seed}.png")
+    cfg = compose_predict(
+        f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
+        f"input={root / 'images'}",
+        f"output_dir={tmp_path / 'p'}",
+    )
+    predict(cfg, tmp_path / "hydra")
+    (tmp_path / "p" / "f0_labels.png").rename(tmp_path / "p" / "keep.png")  # f0 gets a hand-edited label
+    edited = np.asarray(Image.open(tmp_path / "p" / "keep.png")).copy()
+    edited[:10] = 2
+    edited[-5:, :7] = 255  # left unlabelled
+    palette_label(edited, META["class_colors"]).save(tmp_path / "p" / "f0_labels.png")
+    (root / "labels").mkdir()
+    predicted = {}
+    for seed in range(4):
+        labels_png = tmp_path / "p" / f"f{seed}_labels.png"
+        predicted[f"f{seed}"] = np.asarray(Image.open(labels_png))
+        labels_png.rename(root / "labels" / f"f{seed}.png")
+    overrides = ["experiment=segnet_vgg16", "data=allidb1", f"data.root={root}", "data.image_size=[64,96]"]
+    train_cfg = compose_train([*overrides, *ONE_BATCH, "trainer.max_epochs=1"])
+    datamodule = BloodSmearDataModule(train_cfg.data)
+    datamodule.setup()
+    masks = {i: m.numpy() for s in datamodule.splits.values() for i, m in zip(s.ids, s.masks, strict=True)}
+    assert sorted(masks) == sorted(predicted)
+    for stem, labels in predicted.items():
+        np.testing.assert_array_equal(masks[stem], labels)
+    assert datamodule.label_report()["stray_pixels_total"] == 0
+    train(train_cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["num_images"] == 1
+
+
+def test_outlines_draw_each_cell_edge_in_its_class_colour_and_its_id(tmp_path):
+    from scipy import ndimage
+
+    from bloodseg.counting import label_cells
+    from bloodseg.predict import instance_png
+    from bloodseg.viz import cell_outlines
+
+    yy, xx = np.mgrid[0:80, 0:120]
+    labels = np.zeros((80, 120), np.uint8)
+    labels[(yy - 40) ** 2 + (xx - 30) ** 2 <= 15**2] = 1
+    labels[(yy - 40) ** 2 + (xx - 85) ** 2 <= 20**2] = 2
+    instances, cells = label_cells(labels, META["class_names"])
+    image = np.full((80, 120, 3), 200, np.uint8)
+    out = cell_outlines(
+        image, instances, cells, dict(zip(META["class_names"], META["class_colors"], strict=True))
+    )
+    for cell_id, colour in ((1, [0, 0, 255]), (2, [0, 255, 0])):
+        cell = instances == cell_id
+        edge = cell & ~ndimage.binary_erosion(cell)  # the inner boundary, by hand
+        centre = (round(cells[cell_id - 1]["centroid_y"]), round(cells[cell_id - 1]["centroid_x"]))
+        ring = edge & (np.hypot(yy - centre[0], xx - centre[1]) > 8)  # away from the drawn id
+        assert (out[ring] == colour).all()
+        assert (out[centre[0] - 6 : centre[0] + 6, centre[1] - 6 : centre[1] + 6] != 200).any()  # the id
+    assert (out[~ndimage.binary_dilation(instances > 0)] == 200).all()  # nothing drawn outside the cells
+    instance_png(instances, tmp_path / "i.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), instances)
+    with pytest.raises(BloodsegError, match="do not fit a 16-bit PNG"):
+        instance_png(np.array([[70000]]), tmp_path / "big.png")

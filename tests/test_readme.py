@@ -2,7 +2,9 @@
 
 The commands are read from the README's ```bash blocks, so README and code cannot drift apart: a new or
 changed command is run as written, plus the smoke overrides below, with the README's placeholders
-(``<run>``, ``<date>``, ``...``, ``smears/``, ``my_smears``) replaced by files made here. Lines that need a
+(``<run>``, ``<date>``, ``...``, ``smears/``, ``my_smears``) replaced by files made here. Each line runs
+through its module's ``__main__`` in this process (`run_tool`), which spares a 3-8 s interpreter start
+per line; the real-process path of every tool is run by its own CLI tests. Lines that need a
 cluster, several GPUs or the internet are in EXEMPT with the reason; any other line must succeed.
 """
 
@@ -14,7 +16,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ONE_BATCH, ROOT, compose_train, run_cli
+from conftest import ONE_BATCH, ROOT, compose_train, run_tool
 from PIL import Image
 from test_folder_data import make_folder
 
@@ -108,7 +110,7 @@ def substitute(argv: list[str], files: dict, out) -> list[str]:
             value = str(files["smears"])
         elif key == "verify_images":
             value = str(files["colour"] / "images" / "*.png")
-        elif key == "output":
+        elif key in ("output", "out", "md"):  # a file to write
             value = str(out / value.rsplit("/", 1)[-1])
         elif key in ("output_dir", "image_dir", "gt_dir", "pred_dir"):
             value = {
@@ -141,7 +143,7 @@ def smoke_sized(argv: list[str], out) -> list[str]:
         return [module, *args, *TRAIN_SMOKE, f"hydra.sweep.dir={out / 'sweep'}"]
     if module == "bloodseg.bench":
         return [module, *args, *BENCH_SMOKE, f"hydra.run.dir={out / 'hydra'}"]
-    if module in ("bloodseg.evaluate", "bloodseg.predict", "bloodseg.export"):
+    if module in ("bloodseg.evaluate", "bloodseg.predict", "bloodseg.export", "bloodseg.suggest"):
         return [module, *args, f"hydra.run.dir={out / 'hydra'}"]
     return argv
 
@@ -166,7 +168,7 @@ def readme_multirun(files):
     """The README's seeds multirun, smoke-sized: the folder its sweep_report / aggregate / report lines read."""
     seeds = next(c for c in COMMANDS if c[0] == "bloodseg.train" and "-m" in c and "seed=1,2,3" in c)
     out = files["base"] / "seeds"
-    result = run_cli(*smoke_sized(seeds, out))
+    result = run_tool(*smoke_sized(seeds, out))
     assert result.returncode == 0, result.stderr[-3000:]
     files["multirun"] = out / "sweep"
     files["done"] = {COMMANDS.index(seeds): out / "sweep" / "2" / "metrics.json"}
@@ -201,6 +203,6 @@ def test_readme_command_runs(number, readme_multirun, tmp_path):
         train_in_process(argv, tmp_path / "run", files)
         assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
         return
-    result = run_cli(*smoke_sized(argv, tmp_path))
+    result = run_tool(*smoke_sized(argv, tmp_path))
     assert result.returncode == 0, f"{' '.join(argv)}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import run_cli, run_tool
 from test_wandb import run_smoke_sweep, wandb_sandbox  # noqa: F401  (W&B caches in a temp dir)
 
 from bloodseg.report import write_report
@@ -79,7 +79,7 @@ def sweep(tmp_path_factory):
 @pytest.mark.slow
 def test_report_of_a_run(smoke_run):
     run_dir, _ = smoke_run
-    result = run_cli("bloodseg.report", str(run_dir))
+    result = run_cli("bloodseg.report", str(run_dir))  # a real process
     assert result.returncode == 0, result.stderr[-3000:]
     out = run_dir / "report.html"
     assert result.stdout.strip() == str(out)
@@ -97,7 +97,7 @@ def test_report_of_a_run(smoke_run):
 @pytest.mark.slow
 def test_report_of_a_sweep(sweep, tmp_path):
     out = tmp_path / "sweep.html"
-    result = run_cli("bloodseg.report", str(sweep), "--out", str(out))
+    result = run_tool("bloodseg.report", str(sweep), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     text, page = parse_report(out)
     assert_self_contained(text, page)
@@ -124,7 +124,7 @@ def test_two_swept_keys_get_the_sweep_heatmap(sweep, tmp_path):
 
 
 def test_report_of_something_else_fails_cleanly(tmp_path):
-    result = run_cli("bloodseg.report", str(tmp_path))
+    result = run_tool("bloodseg.report", str(tmp_path))
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
 
 

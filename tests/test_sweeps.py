@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SMOKE, compose_train, run_cli
+from conftest import ROOT, SMOKE, compose_train, run_cli, run_tool
 
 from bloodseg.models.segnet import SegNet
 from bloodseg.module import SegmentationModule
@@ -34,7 +34,7 @@ QUICK = [
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("grid")
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         "-m",
         *QUICK,
@@ -67,12 +67,12 @@ def test_two_by_two_grid_runs_four_jobs_and_the_report_lists_them(grid):
 
 
 def test_sweep_report_cli(grid):
-    result = run_cli("bloodseg.sweep_report", str(grid))
+    result = run_cli("bloodseg.sweep_report", str(grid))  # a real process
     assert result.returncode == 0 and "sweep_summary.csv" in result.stdout
 
 
 def test_failed_jobs_are_recorded_and_listed(tmp_path):
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train", "-m", *QUICK, "data.test_fraction=0.3,0.99", f"hydra.sweep.dir={tmp_path}"
     )
     assert result.returncode != 0  # Hydra reports the failure after running every job
@@ -84,7 +84,7 @@ def test_failed_jobs_are_recorded_and_listed(tmp_path):
 
 
 def test_parallel_jobs_each_get_their_own_gpu_id(tmp_path):
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         "-m",
         *QUICK,
@@ -104,7 +104,7 @@ def test_parallel_jobs_each_get_their_own_gpu_id(tmp_path):
 
 
 def test_optuna_preset_runs_a_budgeted_search(tmp_path):
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         "-m",
         *QUICK,
@@ -141,7 +141,7 @@ def test_optimising_a_test_metric_warns_about_the_leak(caplog):
 
 
 def test_optuna_without_a_validation_split_is_one_clear_error(tmp_path):
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         "-m",
         *QUICK,
@@ -158,7 +158,7 @@ def test_optuna_without_a_validation_split_is_one_clear_error(tmp_path):
 
 def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path):
     run_dir = tmp_path / "ddp"
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         *QUICK,
         "trainer=ddp",
@@ -170,7 +170,7 @@ def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path):
     assert sorted(p.name for p in run_dir.glob("checkpoints/*.ckpt")) == [
         "last.ckpt"
     ]  # one run dir, one writer
-    evaluated = run_cli(
+    evaluated = run_tool(
         "bloodseg.evaluate",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         f"output_dir={tmp_path / 'single'}",
@@ -241,7 +241,7 @@ def test_killed_job_restarted_with_the_same_config_resumes(tmp_path):
     interrupted = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert interrupted["epoch"] < 3
     assert (tmp_path / "run.lock").is_file()  # the killed run's lock: stale, it must not block the rerun
-    result = run_cli("bloodseg.train", *args)
+    result = run_tool("bloodseg.train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from this run directory's own checkpoint" in (tmp_path / "train.log").read_text()
     final = torch.load(ckpt, map_location="cpu", weights_only=False)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMOKE, compose_train, run_cli
+from conftest import SMOKE, compose_train, run_tool
 
 from bloodseg.train import train
 
@@ -68,7 +68,7 @@ def test_resume_from_last_checkpoint_continues_training(smoke_run, tmp_path):
     run_dir, _ = smoke_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     before = torch.load(ckpt, map_location="cpu", weights_only=False)
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train", *SMOKE, f"ckpt_path={ckpt}", "trainer.max_epochs=3", f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -103,17 +103,17 @@ def test_resumed_training_is_exactly_the_uninterrupted_one(tmp_path):
 
 
 def test_misspelt_key_on_the_command_line_names_it(tmp_path):
-    result = run_cli("bloodseg.train", *SMOKE, "optimizer.lrr=0.1", f"hydra.run.dir={tmp_path}")
+    result = run_tool("bloodseg.train", *SMOKE, "optimizer.lrr=0.1", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "lrr" in result.stderr
 
 
 def test_key_forced_in_with_plus_is_rejected(tmp_path):
-    result = run_cli("bloodseg.train", *SMOKE, "+data.batchsize=3", f"hydra.run.dir={tmp_path}")
+    result = run_tool("bloodseg.train", *SMOKE, "+data.batchsize=3", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2 and "data.batchsize" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_data_folder_is_one_clear_line(tmp_path):
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train", *SMOKE, "data=folder", f"data.root={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 2
@@ -122,7 +122,7 @@ def test_missing_data_folder_is_one_clear_line(tmp_path):
 
 def test_checkpoint_with_other_classes_is_rejected(smoke_run, cellavision_dir, tmp_path):
     run_dir, _ = smoke_run
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         *SMOKE,
         "data=cellavision",
@@ -180,7 +180,7 @@ def test_default_run_logs_training_quality_every_epoch(smoke_run):
 def val_run(tmp_path_factory):
     """A smoke run with a validation split, best-checkpointing and early stopping on val/mean_iou."""
     run_dir = tmp_path_factory.mktemp("val_run")
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         *SMOKE,
         "data.val_fraction=0.2",
@@ -224,7 +224,7 @@ def test_early_stopping_and_best_checkpoint_follow_val_mean_iou(val_run):
 
 
 def test_monitoring_val_without_a_validation_split_is_one_clear_line(tmp_path):
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         *SMOKE,
         "callbacks.early_stopping.monitor=val/mean_iou",

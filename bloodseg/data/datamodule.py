@@ -16,6 +16,7 @@ from bloodseg.data.labels import ClassTable
 from bloodseg.data.loading import LoadedImages, describe_stray, load_images
 from bloodseg.data.sources import resolve_pairs
 from bloodseg.data.split import SPLITS, check_split, make_split, read_split, write_split
+from bloodseg.data.transforms import flip_shift_batch
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_pixel_counts
 
@@ -44,6 +45,7 @@ class BloodSmearDataModule(L.LightningDataModule):
             raise BloodsegError(f"split={eval_split} is unknown; use test, val, train or all")
         self.eval_split = eval_split
         self.splits: dict[str, LoadedImages] = {}
+        self._train_store: tuple[torch.Tensor, torch.Tensor] | None = None  # device copy (augment_on_device)
 
     @property
     def num_classes(self) -> int:
@@ -186,6 +188,26 @@ class BloodSmearDataModule(L.LightningDataModule):
             return bool(self.cfg.augment_on_device)
         trainer = getattr(self, "trainer", None)
         return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, torch.Tensor], dataloader_idx: int
+    ) -> dict[str, torch.Tensor]:
+        """Gather and augment device-resident training images for index-only batches (one gather per batch).
+
+        With data.augment_on_device the training images are copied to the batch's device once, on the
+        first such batch; every other batch already carries its images and passes through.
+        """
+        if "image" in batch:
+            return batch
+        index = batch["index"]
+        if self._train_store is None or self._train_store[0].device != index.device:
+            train = self.splits["train"]
+            self._train_store = (train.images.to(index.device), train.masks.to(index.device))
+        images, masks = self._train_store
+        image, mask = flip_shift_batch(
+            images[index], masks[index], batch["hflip"], batch["vflip"], batch["dx"], batch["dy"]
+        )
+        return {"image": image, "mask": mask, "index": index}
 
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from bloodseg.config import IGNORE_INDEX
 from bloodseg.errors import BloodsegError
@@ -149,3 +150,18 @@ def encode_label(
         values = np.unique(flat[unlabelled])[:8]
         examples = [[int(v >> 16), int((v >> 8) & 255), int(v & 255)] if colour else int(v) for v in values]
     return EncodedLabel(ids, stray, examples, int(on_purpose.sum()))
+
+
+def palette_label(ids: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Image:
+    """Class ids (HxW) as a palette (mode P) image: pixel value = class id, palette = class colours.
+
+    Image editors (GIMP) show and edit it in the class colours, and the data loaders read it back
+    by colour (``data=folder`` / ``allidb1``) to the same ids. Ignore (255) is the transparent index.
+    """
+    ids = np.asarray(ids, np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(colors)] = np.asarray(colors, np.uint8)
+    image = Image.fromarray(ids)
+    image.putpalette(palette.ravel().tolist())
+    image.info["transparency"] = IGNORE_INDEX
+    return image

@@ -13,6 +13,7 @@ Run ``python -m bloodseg.models.weights`` on a machine with internet to fill the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -44,10 +45,11 @@ def download_imagenet_weights(timeout_s: float = 30.0) -> dict:
     """Download torchvision's VGG-16-BN ImageNet weights into the hub cache (hash-checked) and load them."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
-    try:
-        return torch.hub.load_state_dict_from_url(
-            IMAGENET_WEIGHTS.url, progress=False, check_hash=True, map_location="cpu"
-        )
+    try:  # torch.hub announces the download on stdout, which belongs to results (bench JSON, summaries)
+        with contextlib.redirect_stdout(sys.stderr):
+            return torch.hub.load_state_dict_from_url(
+                IMAGENET_WEIGHTS.url, progress=False, check_hash=True, map_location="cpu"
+            )
     finally:
         socket.setdefaulttimeout(previous)
 

@@ -22,7 +22,7 @@ from bloodseg.builders import load_module
 from bloodseg.data.labels import ClassTable
 from bloodseg.data.loading import load_images
 from bloodseg.data.sources import cellavision_pairs
-from bloodseg.predict import PredictMode, predict_image
+from bloodseg.inference import PredictMode, predict_image
 
 
 def mosaic(pieces: list[np.ndarray]) -> np.ndarray:
