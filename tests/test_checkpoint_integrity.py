@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_BATCH, SMOKE, compose_train, run_cli
+from conftest import ONE_BATCH, SMOKE, compose_train, run_tool
 
 from bloodseg.builders import load_module, read_checkpoint
 from bloodseg.errors import BloodsegError
@@ -66,7 +66,7 @@ def test_damaged_checkpoint_is_one_line_in_evaluate_predict_export_and_resume(sm
     damaged = tmp_path / "damaged.ckpt"
     shutil.copyfile(run_dir / "checkpoints/last.ckpt", damaged)
     flip_bytes_inside_largest_tensor(damaged)
-    result = run_cli("bloodseg.evaluate", f"ckpt_path={damaged}", f"output_dir={tmp_path / 'eval'}")
+    result = run_tool("bloodseg.evaluate", f"ckpt_path={damaged}", f"output_dir={tmp_path / 'eval'}")
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and f"checkpoint {damaged} is damaged" in errors[0]

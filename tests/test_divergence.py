@@ -7,7 +7,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from conftest import ONE_BATCH, run_cli
+from conftest import ONE_BATCH, run_tool
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -57,7 +57,7 @@ def test_guard_stops_at_the_first_non_finite_step_and_keeps_the_last_good_checkp
 @pytest.mark.slow
 def test_diverging_smoke_run_exits_non_zero_naming_the_step(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(
+    result = run_tool(
         "bloodseg.train",
         "experiment=segnet_vgg16",
         *ONE_BATCH,

@@ -61,15 +61,13 @@ def test_evaluation_writes_its_own_folder_and_leaves_the_run_untouched(smoke_run
 
     before = digests()
     ckpt = f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}"
-    result = run_cli("bloodseg.evaluate", ckpt, f"hydra.run.dir={tmp_path / 'h'}")
+    result = run_tool("bloodseg.evaluate", ckpt)
     assert result.returncode == 0, result.stderr[-3000:]
     after = digests()
     assert {k: after[k] for k in before} == before  # metrics.json & co. of the training run: byte-identical
     (written,) = [p for p in set(after) - set(before) if p.name == "metrics.json"]
     assert written.parts[0] == "eval" and written.parent.name.startswith("test-64x96-")
-    again = run_cli(
-        "bloodseg.evaluate", ckpt, f"output_dir={run_dir / written.parent}", f"hydra.run.dir={tmp_path / 'h'}"
-    )
+    again = run_tool("bloodseg.evaluate", ckpt, f"output_dir={run_dir / written.parent}")
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
     assert digests() == after
 
@@ -297,7 +295,7 @@ def test_folder_mode_decodes_ground_truth_with_the_class_table(tmp_path, cellavi
         truth = np.asarray(Image.open(cellavision_dir / f"{stem}.png"))
         Image.fromarray(np.zeros(truth.shape[:2], np.uint8)).save(tmp_path / "pred" / f"{stem}.png")
     args = [a for a in folder_args(tmp_path, "evaluation.num_overlays=0") if a != "data=synthetic"]
-    result = run_cli(*args, "data=cellavision")
+    result = run_tool(*args, "data=cellavision")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["classes"]["cytoplasm"]["iou"] == 0.0 and metrics["classes"]["nucleus"]["iou"] == 0.0
@@ -307,6 +305,6 @@ def test_folder_mode_decodes_ground_truth_with_the_class_table(tmp_path, cellavi
 def test_folder_mode_honours_allow_unpaired_as_its_error_suggests(tmp_path):
     write_folders(tmp_path, n=2, shift=False)
     (tmp_path / "pred" / "s1.png").unlink()
-    result = run_cli(*folder_args(tmp_path, "data.allow_unpaired=true", "evaluation.num_overlays=0"))
+    result = run_tool(*folder_args(tmp_path, "data.allow_unpaired=true", "evaluation.num_overlays=0"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_images"] == 1

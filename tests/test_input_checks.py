@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF_DIR, ONE_BATCH, SMOKE, compose_train, run_cli
+from conftest import CONF_DIR, ONE_BATCH, SMOKE, compose_train, run_tool
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -72,6 +72,6 @@ def test_predict_on_cuda_without_a_gpu_is_one_line():
 
 
 def test_evaluate_data_keys_without_data_name_the_fix(tmp_path):
-    result = run_cli("bloodseg.evaluate", f"ckpt_path={tmp_path / 'x.ckpt'}", "data.image_size=[64,64]")
+    result = run_tool("bloodseg.evaluate", f"ckpt_path={tmp_path / 'x.ckpt'}", "data.image_size=[64,64]")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "data.image_size=[64,64] needs data=NAME" in result.stderr

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ONE_BATCH, ROOT, SMOKE, compose_train, run_cli
+from conftest import ONE_BATCH, ROOT, SMOKE, compose_train, run_tool
 
 from bloodseg.run_lock import LOCK_NAME, RunDirectoryInUse, acquire_run_lock
 from bloodseg.train import train
@@ -35,7 +35,7 @@ def test_second_run_into_a_directory_in_use_names_the_holder_and_a_dead_holder_i
         ):
             train(cfg, tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # refused before any work
-        result = run_cli("bloodseg.train", *SMOKE, *ONE_BATCH, f"hydra.run.dir={tmp_path}")
+        result = run_tool("bloodseg.train", *SMOKE, *ONE_BATCH, f"hydra.run.dir={tmp_path}")
         assert result.returncode == 2 and f"is in use by pid {holder.pid}" in result.stderr
         assert "Traceback" not in result.stderr and not (tmp_path / "job_status.json").exists()
     finally:
