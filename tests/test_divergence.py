@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from bloodseg.divergence import DivergenceGuard, TrainingDiverged
+from bloodseg.sweep_report import collect_jobs
 
 
 class Poisoned(L.LightningModule):
@@ -74,3 +75,19 @@ def test_diverging_smoke_run_exits_non_zero_naming_the_step(tmp_path):
     for ckpt in run_dir.rglob("*.ckpt"):  # the checkpoints of the epochs before divergence, if any
         weights = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
         assert all(t.isfinite().all() for t in weights.values() if t.is_floating_point()), ckpt
+
+
+@pytest.mark.slow
+def test_diverged_sweep_job_is_listed_as_failed(tmp_path):
+    result = run_tool(
+        "bloodseg.train",
+        "-m",
+        "experiment=segnet_vgg16",
+        *ONE_BATCH,
+        "trainer.max_epochs=5",
+        "optimizer.lr=1e6",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode != 0
+    (job,) = collect_jobs(tmp_path)
+    assert job.status == "failed" and "training diverged" in job.error and job.metrics is None
