@@ -362,7 +362,7 @@ VALUE_RULES: list[tuple[str, Any, str]] = [
     ("data.num_workers", lambda v: v >= 0, ">= 0"),
     ("data.test_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("data.augment_copies", lambda v: v >= 1, ">= 1"),
+    ("data.augment_copies", lambda v: v >= 0, ">= 0 (0: the original images only)"),
     ("data.max_translation", lambda v: v >= 0, ">= 0"),
     ("data.max_images", lambda v: v >= 1, ">= 1 (or null for all)"),
     ("loss.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
