@@ -170,12 +170,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     results = aggregate(args.multirun_dirs)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{len(results['runs'])} configurations -> {args.out}")
-    if args.md:
-        args.md.write_text(results_markdown(results))
-        print(f"tables -> {args.md}")
+    try:
+        write_new_file(args.out, json.dumps(results, indent=2) + "\n")
+        print(f"{len(results['runs'])} configurations -> {args.out}")
+        if args.md:
+            write_new_file(args.md, results_markdown(results))
+            print(f"tables -> {args.md}")
+    except OSError as error:
+        print(
+            f"error: cannot write {error.filename}: {error.strerror} (choose another out=/md= path)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+def write_new_file(path: Path, text: str) -> None:
+    """Write text to path, creating its missing parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,7 @@ def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
         with (
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
+            _console_handlers_to(err),
             warnings.catch_warnings(),
             _env(HYDRA_FULL_ERROR="0"),
         ):
@@ -91,6 +92,31 @@ def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
         logging.getLogger().handlers[:] = saved_handlers  # Hydra configures logging per run
         logging.getLogger().setLevel(saved_level)
     return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _console_handlers_to(stream):
+    """Every library logger's console handler writes to stream for the duration of the block.
+
+    A library adds its console handler once, at import, bound to whatever sys.stderr was then (in a
+    test session: an earlier test's capture, closed since); in a new process it is the real stderr.
+    """
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {
+        handler
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler
+    }
+    saved = {handler: handler.stream for handler in handlers}
+    for handler in handlers:
+        handler.stream = stream  # not setStream(): it flushes the old stream, which may be closed
+    try:
+        yield
+    finally:
+        for handler, original in saved.items():
+            handler.stream = original
 
 
 @contextlib.contextmanager

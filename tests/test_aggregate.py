@@ -88,6 +88,16 @@ def test_markdown_tables_show_mean_and_std_best_first(sweep, tmp_path):
     assert json.loads(out.read_text())["best"]["overrides"][1] == "optimizer.lr=0.001"
 
 
+def test_outputs_go_into_new_folders_and_an_unwritable_path_is_one_line(sweep, tmp_path, capsys):
+    out, md = tmp_path / "new" / "deeper" / "results.json", tmp_path / "other" / "tables.md"
+    assert main([str(sweep), f"out={out}", f"md={md}"]) == 0
+    assert json.loads(out.read_text())["runs"] and md.read_text().startswith("Overrides")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main([str(sweep), f"out={blocker / 'results.json'}"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
 @pytest.fixture
 def val_sweep(tmp_path):
     """lr 0.01 is better on test, lr 0.001 on validation: ranking must follow validation."""
