@@ -31,7 +31,7 @@ from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
 from bloodseg.data.labels import ClassTable, encode_label
 from bloodseg.data.loading import describe_stray
 from bloodseg.data.sources import pair_by_stem
-from bloodseg.errors import BloodsegError
+from bloodseg.errors import BloodsegError, exit_2_on_user_error
 from bloodseg.metrics.report import paper_tables, write_evaluation
 from bloodseg.metrics.suite import SegmentationMetrics
 from bloodseg.outputs import check_output_dir, refuse_overwrite
@@ -256,11 +256,8 @@ def main() -> float | None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def run(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the mean IoU."""
-    try:
+    with exit_2_on_user_error(log):
         metrics = evaluate(cfg, Path(time.strftime(FOLDER_MODE_OUTPUT)))
-    except BloodsegError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
     print(paper_tables(metrics, f"{cfg.split} split" if cfg.ckpt_path else "predictions"), flush=True)
     return metrics["dataset"]["mean_iou"] if metrics else None
 

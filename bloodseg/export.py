@@ -32,7 +32,7 @@ from torchvision.transforms.v2.functional import InterpolationMode, resize
 from bloodseg.builders import load_module
 from bloodseg.config import CONF_DIR, ConfigChoice, check_config
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
-from bloodseg.errors import BloodsegError
+from bloodseg.errors import BloodsegError, exit_2_on_user_error
 from bloodseg.extras import require
 from bloodseg.outputs import check_output_dir
 from bloodseg.parity import LOGIT_ATOL, LOGIT_RTOL, compare_logits
@@ -338,11 +338,8 @@ def verify(module, output: Path, images: list[tuple[str, np.ndarray]]) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; prints one JSON line describing the exported file."""
-    try:
+    with exit_2_on_user_error(log):
         result = export(cfg)
-    except BloodsegError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
     print(json.dumps(result), flush=True)
 
 

@@ -41,7 +41,7 @@ from bloodseg.counting import (
     label_cells,
 )
 from bloodseg.data.labels import palette_label
-from bloodseg.errors import BloodsegError
+from bloodseg.errors import BloodsegError, exit_2_on_user_error
 from bloodseg.extras import require
 from bloodseg.inference import (
     DEFAULT_MAX_WHOLE_PIXELS,
@@ -247,11 +247,8 @@ def summary_line(summary: dict) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
+    with exit_2_on_user_error(log):
         summary = predict(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except BloodsegError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
     print(summary_line(summary), flush=True)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from bloodseg.builders import load_module
 from bloodseg.config import CONF_DIR, ConfigChoice, check_config
-from bloodseg.errors import BloodsegError
+from bloodseg.errors import BloodsegError, exit_2_on_user_error
 from bloodseg.inference import (
     DEFAULT_MAX_WHOLE_PIXELS,
     FieldPlan,
@@ -123,11 +123,8 @@ def suggest(cfg: DictConfig, hydra_dir: Path) -> list[dict]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="suggest")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
+    with exit_2_on_user_error(log):
         ranking = suggest(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except BloodsegError as error:
-        log.error("%s", error)
-        raise SystemExit(2) from None
     top = [r for r in ranking if r["suggested"]]
     print(
         f"ranked {len(ranking)} image(s); label these {len(top)} next: "
