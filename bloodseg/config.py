@@ -77,6 +77,10 @@ class DataConfig:
     horizontal_flip: bool = True
     vertical_flip: bool = False
     augment_on_device: bool | None = None
+    crop_size: list[int] | None = None
+    rotation: float = 0.0
+    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    color_jitter: float = 0.0
     batch_size: int = 4
     eval_batch_size: int = 8
     num_workers: int = 2

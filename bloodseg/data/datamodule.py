@@ -16,11 +16,40 @@ from bloodseg.data.labels import ClassTable
 from bloodseg.data.loading import LoadedImages, describe_stray, load_images
 from bloodseg.data.sources import resolve_pairs
 from bloodseg.data.split import SPLITS, check_split, make_split, read_split, write_split
-from bloodseg.data.transforms import flip_shift_batch
+from bloodseg.data.transforms import ExtraAugmentation, flip_shift_batch
 from bloodseg.errors import BloodsegError
 from bloodseg.losses import class_pixel_counts
 
 log = logging.getLogger(__name__)
+
+
+def check_crop_size(crop_size, image_size: list[int]) -> list[int] | None:
+    """data.crop_size as [h, w] ints, or None; fails naming the key unless 32 <= h, w <= data.image_size."""
+    if crop_size is None:
+        return None
+    crop = [int(v) for v in crop_size]
+    if len(crop) != 2 or min(crop) < 32 or crop[0] > image_size[0] or crop[1] > image_size[1]:
+        raise BloodsegError(
+            f"data.crop_size={crop} must be [H, W] with 32 <= H <= {image_size[0]} and 32 <= W <= "
+            f"{image_size[1]} (data.image_size); fix: a smaller crop, or null to train on whole images"
+        )
+    return crop
+
+
+def extra_augmentation(data_cfg) -> ExtraAugmentation:
+    """data.rotation, data.scale_range and data.color_jitter, checked (each names its key when out of range)."""
+    rotation = float(data_cfg.get("rotation", 0.0))
+    scale = [float(v) for v in data_cfg.get("scale_range", [1.0, 1.0])]
+    jitter = float(data_cfg.get("color_jitter", 0.0))
+    if not 0 <= rotation <= 180:
+        raise BloodsegError(f"data.rotation={rotation} must be in [0, 180] degrees")
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        raise BloodsegError(
+            f"data.scale_range={scale} must be [low, high] with 0 < low <= high (1 = no zoom)"
+        )
+    if not 0 <= jitter < 1:
+        raise BloodsegError(f"data.color_jitter={jitter} must be in [0, 1)")
+    return ExtraAugmentation(rotation, (scale[0], scale[1]), jitter)
 
 
 class BloodSmearDataModule(L.LightningDataModule):
@@ -39,6 +68,8 @@ class BloodSmearDataModule(L.LightningDataModule):
         if len(size) != 2 or min(size) < 32:
             raise BloodsegError(f"data.image_size={size} must be [H, W] with both >= 32 (five 2x poolings)")
         self.image_size = [int(s) for s in size]
+        self.crop_size = check_crop_size(data_cfg.get("crop_size"), self.image_size)
+        self.extra = extra_augmentation(data_cfg)
         self.split: dict[str, list[str]] | None = None
         self.given_split = split
         if eval_split not in (*SPLITS, "all"):
@@ -183,11 +214,15 @@ class BloodSmearDataModule(L.LightningDataModule):
         )
 
     def augments_on_device(self) -> bool:
-        """Whether training batches carry only indices and augmentation parameters (data.augment_on_device)."""
+        """Whether training batches carry only indices and augmentation parameters (data.augment_on_device).
+
+        Unset, it is on for CUDA unless rotation, zoom or colour jitter are asked for (the loader does those).
+        """
         if self.cfg.augment_on_device is not None:
             return bool(self.cfg.augment_on_device)
         trainer = getattr(self, "trainer", None)
-        return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+        on_cuda = trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
+        return on_cuda and not self.extra.active
 
     def on_after_batch_transfer(
         self, batch: dict[str, torch.Tensor], dataloader_idx: int
@@ -205,7 +240,15 @@ class BloodSmearDataModule(L.LightningDataModule):
             self._train_store = (train.images.to(index.device), train.masks.to(index.device))
         images, masks = self._train_store
         image, mask = flip_shift_batch(
-            images[index], masks[index], batch["hflip"], batch["vflip"], batch["dx"], batch["dy"]
+            images[index],
+            masks[index],
+            batch["hflip"],
+            batch["vflip"],
+            batch["dx"],
+            batch["dy"],
+            batch.get("top"),
+            batch.get("left"),
+            self.crop_size,
         )
         return {"image": image, "mask": mask, "index": index}
 
@@ -220,6 +263,8 @@ class BloodSmearDataModule(L.LightningDataModule):
             bool(self.cfg.vertical_flip),
             self.seed,
             on_device=self.augments_on_device(),
+            crop_size=self.crop_size,
+            extra=self.extra,
         )
         return self._loader(dataset, int(self.cfg.batch_size), shuffle=True, train=True)
 

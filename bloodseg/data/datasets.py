@@ -8,14 +8,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
-from bloodseg.data.transforms import FlipShift, random_flip_shift
+from bloodseg.data.transforms import ExtraAugmentation, FlipShift, random_crop, random_flip_shift
 from bloodseg.errors import BloodsegError
 
 
-def augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """A generator that depends only on (seed, epoch, sample index): runs and resumed runs draw the same."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+CROP_STREAM = 1  # the crop windows' own random stream, so adding crops changes no other draw
+
+
+def augmentation_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, sample index, stream): runs and resumed runs draw the same."""
+    entropy = [seed, epoch, index] + ([stream] if stream else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
 
 
@@ -37,8 +42,11 @@ class FivefoldTrainSet(Dataset):
     """Each training image once unchanged and `copies` times augmented per epoch (paper: 29 -> 145).
 
     Sample ``i`` is copy ``i % (copies + 1)`` of image ``i // (copies + 1)``; copy 0 is the original.
-    Keys are ``(i, epoch)`` pairs from :class:`EpochShuffle`, so augmentation depends only on the seed,
-    the epoch and ``i``: the same in every worker, on every rank and after resuming.
+    Augmented copies are reflected and translated, then rotated, zoomed and recoloured when
+    ``extra`` asks for it. With ``crop_size`` every sample (copy 0 too) is then a random window of
+    that size at native scale. Keys are ``(i, epoch)`` pairs from :class:`EpochShuffle`, so all of
+    it depends only on the seed, the epoch and ``i``: the same in every worker, on every rank and
+    after resuming.
     """
 
     def __init__(
@@ -51,33 +59,50 @@ class FivefoldTrainSet(Dataset):
         vflip: bool,
         seed: int,
         on_device: bool = False,
+        crop_size: list[int] | None = None,
+        extra: ExtraAugmentation | None = None,
     ):
         if copies < 0 or max_translation < 0:
             raise BloodsegError("data.augment_copies and data.max_translation must be >= 0")
         self.images, self.masks = images, masks
         self.copies, self.max_translation, self.hflip, self.vflip = copies, max_translation, hflip, vflip
         self.seed, self.on_device = seed, on_device
+        self.crop_size = None if crop_size is None else [int(v) for v in crop_size]
+        self.extra = extra or ExtraAugmentation()
+        if on_device and self.extra.active:
+            raise BloodsegError(
+                "data.rotation, data.scale_range and data.color_jitter run in the data loader only; "
+                "fix: set data.augment_on_device=false (or null)"
+            )
 
     def __len__(self) -> int:
         return len(self.images) * (self.copies + 1)
 
-    def augmentation(self, index: int, epoch: int) -> tuple[int, FlipShift]:
-        """The base image of sample ``index`` and its augmentation in ``epoch`` (identity for copy 0)."""
+    def transforms(self, index: int, epoch: int) -> tuple[int, list[v2.Transform]]:
+        """The base image of sample ``index`` and every transform it gets in ``epoch``, in order."""
         base, copy = divmod(index, self.copies + 1)
-        if not copy:
-            return base, FlipShift()
-        generator = augmentation_generator(self.seed, epoch, index)
-        return base, random_flip_shift(generator, self.max_translation, self.hflip, self.vflip)
+        steps: list[v2.Transform] = []
+        if copy:
+            generator = augmentation_generator(self.seed, epoch, index)
+            steps.append(random_flip_shift(generator, self.max_translation, self.hflip, self.vflip))
+            if self.extra.active:
+                steps.extend(self.extra.draw(generator))
+        if self.crop_size is not None:
+            crops = augmentation_generator(self.seed, epoch, index, CROP_STREAM)
+            steps.append(random_crop(crops, list(self.images.shape[-2:]), self.crop_size))
+        return base, steps
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:
         index, epoch = key if isinstance(key, tuple) else (int(key), 0)
-        base, augment = self.augmentation(index, epoch)
+        base, steps = self.transforms(index, epoch)
         if self.on_device:  # only what the GPU needs to gather and augment the batch itself
-            return {
-                "index": torch.tensor(base),
-                **{k: torch.tensor(v) for k, v in augment.make_params([]).items()},
-            }
-        image, mask = augment(tv_tensors.Image(self.images[base]), tv_tensors.Mask(self.masks[base]))
+            params = FlipShift().make_params([])
+            for step in steps:
+                params.update(step.make_params([]))
+            return {"index": torch.tensor(base), **{k: torch.tensor(v) for k, v in params.items()}}
+        image, mask = tv_tensors.Image(self.images[base]), tv_tensors.Mask(self.masks[base])
+        for step in steps:
+            image, mask = step(image, mask)
         return {
             "image": image.as_subclass(torch.Tensor),
             "mask": mask.as_subclass(torch.Tensor),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# CellaVision at native scale on a CPU: train on random 128x128 windows of the 300x300 crops
+# (data.crop_size), score whole 300x300 images (train's own test pass; no resizing anywhere).
+# Usage: experiments/cellavision/run_native.sh OUT_DIR [PART...]   (outputs are not committed)
+# PART is any of best augment (default: both, in order); two shells with disjoint parts and
+# OMP_NUM_THREADS=1 use two cores. Aggregate with:
+#   python -m bloodseg.aggregate OUT_DIR/native_best OUT_DIR/native_aug_* out=...
+set -euo pipefail
+OUT=${1:?output directory}
+shift
+PARTS=${*:-best augment}
+wanted() { [[ " $PARTS " == *" $1 "* ]]; }
+ROOT=${CELLAVISION_ROOT:-../shared/data/cellavision_wbc}
+PY=${PYTHON:-.venv/bin/python}
+COMMON="data=cellavision data.root=$ROOT data.crop_size=[128,128] data.num_workers=0 logger=csv \
+callbacks.progress_bar=none trainer.accelerator=cpu experiment=unet_resnet34 optimizer=adam optimizer.lr=1e-3 scheduler=poly"
+
+# 1. the best configuration of the 64x64 runs (U-Net-ResNet34, Adam) at native scale, 3 seeds
+if wanted best; then
+  $PY -m bloodseg.train -m $COMMON trainer.max_epochs=${EPOCHS:-12} seed=1,2,3 hydra.sweep.dir=$OUT/native_best
+fi
+# 2. what the literature adds, each on its own at a short budget (seed 1): none, rotation, colour jitter, zoom
+if wanted augment; then
+  for extra in "data.rotation=0" "data.rotation=180" "data.color_jitter=0.2" "data.scale_range=[0.8,1.25]"; do
+    name=$(echo "$extra" | tr -c 'a-z0-9\n' '_')
+    $PY -m bloodseg.train -m $COMMON trainer.max_epochs=${AUG_EPOCHS:-6} seed=1 "$extra" hydra.sweep.dir=$OUT/native_aug_$name
+  done
+fi
