@@ -44,7 +44,7 @@ def test_crop_windows_cover_every_position_and_repeat_under_the_seed():
     dataset = FivefoldTrainSet(images, masks, 0, 0, False, False, seed=11, crop_size=[32, 32])
     corner = lambda s: (int(s["image"][0, 0, 0]), int(s["image"][1, 0, 0]))  # noqa: E731
     seen = {corner(dataset[(0, epoch)]) for epoch in range(400)}
-    assert seen == {(t, l) for t in range(5) for l in range(4)}  # 5 x 4 positions, all drawn
+    assert seen == {(top, left) for top in range(5) for left in range(4)}  # 5 x 4 positions, all drawn
     again = FivefoldTrainSet(images, masks, 0, 0, False, False, seed=11, crop_size=[32, 32])
     assert [corner(dataset[(0, e)]) for e in range(20)] == [corner(again[(0, e)]) for e in range(20)]
     other = FivefoldTrainSet(images, masks, 0, 0, False, False, seed=12, crop_size=[32, 32])

@@ -13,7 +13,6 @@ from torchvision.transforms import v2
 from bloodseg.data.transforms import ExtraAugmentation, FlipShift, random_crop, random_flip_shift
 from bloodseg.errors import BloodsegError
 
-
 CROP_STREAM = 1  # the crop windows' own random stream, so adding crops changes no other draw
 
 
