@@ -1,8 +1,9 @@
 """One training process per run directory: a lock file naming its holder (pid, host, start time).
 
-A second run into a directory in use fails naming the holder. A lock left by a process that died
-without cleaning up (kill -9, a crashed node) is recognised when its pid is no longer alive on this
-host, so re-running the same command resumes instead of being locked out.
+A second run into a directory in use fails naming the holder, before Hydra writes anything there
+(:class:`RunDirectoryGuard`). A lock left by a process that died without cleaning up (kill -9, a
+crashed node) is recognised when its pid is no longer alive on this host, so re-running the same
+command resumes instead of being locked out.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from bloodseg.errors import BloodsegError
 
@@ -41,6 +47,31 @@ def _holder(lock: Path) -> dict | None:
         return None
 
 
+def live_holder(run_dir: Path) -> dict | None:
+    """The holder (pid, host, started) of run_dir's lock while it may still run; None when free or stale.
+
+    A holder on another host cannot be checked, so it counts as live.
+    """
+    holder = _holder(Path(run_dir) / LOCK_NAME)
+    if holder is None:
+        return None
+    me = (os.getpid(), socket.gethostname())
+    if (holder.get("pid"), holder.get("host")) == me:
+        return None
+    if holder.get("host") == me[1] and not _alive(int(holder.get("pid", -1))):
+        return None
+    return holder
+
+
+def in_use_error(run_dir: Path, holder: dict) -> RunDirectoryInUse:
+    """The error that names a live holder of run_dir and the ways out."""
+    return RunDirectoryInUse(
+        f"run directory {run_dir} is in use by pid {holder.get('pid')} on {holder.get('host')} "
+        f"(since {holder.get('started')}); fix: wait for it or choose another hydra.run.dir; "
+        f"if that process is gone, delete {Path(run_dir) / LOCK_NAME}"
+    )
+
+
 def acquire_run_lock(run_dir: Path) -> Path:
     """Create run_dir/run.lock for this process, replacing a stale one; fail naming a live holder."""
     lock = Path(run_dir) / LOCK_NAME
@@ -53,18 +84,11 @@ def acquire_run_lock(run_dir: Path) -> Path:
         try:
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = _holder(lock)
-            if holder is None or holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
-                lock.unlink(missing_ok=True)  # unreadable (killed while writing it) or this very process
+            holder = live_holder(run_dir)
+            if holder is None:  # unreadable (killed while writing it), this very process, or a dead one
+                lock.unlink(missing_ok=True)
                 continue
-            if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
-                lock.unlink(missing_ok=True)  # its process is gone: a stale lock
-                continue
-            raise RunDirectoryInUse(
-                f"run directory {run_dir} is in use by pid {holder.get('pid')} on {holder.get('host')} "
-                f"(since {holder.get('started')}); fix: wait for it or choose another hydra.run.dir; "
-                f"if that process is gone, delete {lock}"
-            ) from None
+            raise in_use_error(run_dir, holder) from None
         with os.fdopen(handle, "w") as file:
             json.dump(me, file)
         return lock
@@ -87,3 +111,26 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     finally:
         if lock is not None:
             release_run_lock(lock)
+
+
+class RunDirectoryGuard(Callback):
+    """Hydra callback: refuse (exit 2, one line) to start a run or sweep whose directory a live run holds.
+
+    It runs before Hydra saves ``.hydra/`` and opens ``train.log``, so the running job's config and
+    log are left untouched.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_if_held([Path(config.hydra.run.dir)])
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        _refuse_if_held([lock.parent for lock in sweep.glob(f"*/{LOCK_NAME}")] if sweep.is_dir() else [])
+
+
+def _refuse_if_held(run_dirs: list[Path]) -> None:
+    for run_dir in run_dirs:
+        holder = live_holder(run_dir)
+        if holder is not None:
+            print(f"error: {in_use_error(run_dir, holder)}", file=sys.stderr)
+            raise SystemExit(2)

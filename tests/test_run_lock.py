@@ -37,7 +37,14 @@ def test_second_run_into_a_directory_in_use_names_the_holder_and_a_dead_holder_i
         assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # refused before any work
         result = run_tool("bloodseg.train", *SMOKE, *ONE_BATCH, f"hydra.run.dir={tmp_path}")
         assert result.returncode == 2 and f"is in use by pid {holder.pid}" in result.stderr
-        assert "Traceback" not in result.stderr and not (tmp_path / "job_status.json").exists()
+        assert "Traceback" not in result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # no .hydra/, train.log, status
+        sweep = tmp_path.parent / f"{tmp_path.name}_sweep"
+        (sweep / "0").mkdir(parents=True)
+        (sweep / "0" / LOCK_NAME).write_text((tmp_path / LOCK_NAME).read_text())  # a live job of that sweep
+        result = run_tool("bloodseg.train", "-m", *SMOKE, *ONE_BATCH, f"hydra.sweep.dir={sweep}")
+        assert result.returncode == 2 and f"{sweep / '0'} is in use by pid {holder.pid}" in result.stderr
+        assert sorted(p.name for p in (sweep / "0").iterdir()) == [LOCK_NAME]
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
