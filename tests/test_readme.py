@@ -155,7 +155,9 @@ def data_preset(argv: list[str]) -> str | None:
 
 def train_in_process(argv: list[str], out, files: dict) -> None:
     """A single training command through the train entry point's own function (same config, same code)."""
-    overrides = [*argv[1:], *TRAIN_SMOKE]
+    # smoke images are 64x96: a training window must fit inside them
+    shrink = {"data.crop_size": "data.crop_size=[32,32]"}
+    overrides = [shrink.get(a.split("=")[0], a) for a in argv[1:]] + TRAIN_SMOKE
     if any(a.startswith("ckpt_path=") for a in argv):
         overrides.append("trainer.max_epochs=3")  # one epoch past the checkpoint's
     train(compose_train(overrides), out)
