@@ -18,7 +18,7 @@ from conftest import ROOT, SMOKE, compose_train, run_cli, run_tool
 
 from bloodseg.models.segnet import SegNet
 from bloodseg.module import SegmentationModule
-from bloodseg.sweep_report import collect_jobs, write_sweep_summary
+from bloodseg.sweep_results import collect_jobs, write_sweep_summary
 from bloodseg.train import objective
 
 pytestmark = pytest.mark.slow

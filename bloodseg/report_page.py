@@ -1,0 +1,443 @@
+"""The HTML report of a run or a sweep: gathers what the run directories hold and renders
+``templates/report.html.j2`` (Jinja2, shipped with the package).
+
+A run's report: a failure banner when it failed, training curves (summary and per class, every split,
+from csv/metrics.csv), Tables 1 and 2 and the per-image metrics, the paper's Figures 4 to 7, the full
+config, and where the files and the W&B run are. A sweep's report: one table of jobs (the varying
+overrides, every dataset metric, a link to each job's section), parallel coordinates of the swept keys
+against the score, the heatmap (two swept keys) or a sorted dot chart with error bars (one key), small
+multiples of every job's curves, then each job's own section. Every figure is an embedded PNG and the
+style sheet is inline: the file opens in any browser without a network.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+
+from bloodseg.data.labels import FALLBACK_COLORS
+from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS, rules_line
+from bloodseg.paper_figures import FIGURE4, FIGURE5, UNLABELLED_COLOR
+from bloodseg.report_figures import per_class_curves_png, summary_curves_png, sweep_curves_png
+from bloodseg.run_history import read_curves
+from bloodseg.sweep_figures import dot_chart_png, heatmap_png, parallel_coordinates_png
+from bloodseg.sweep_results import RANKING_TEXT, collect_jobs, is_multirun_dir, ranking_split, varying_keys
+
+TEMPLATES = Path(__file__).parent / "templates"
+FILES = (
+    "metrics.json",
+    "metrics.md",
+    "confusion_matrix.csv",
+    "per_image_metrics.csv",
+    "csv/metrics.csv",
+    "checkpoints/last.ckpt",
+    "split.json",
+    FIGURE4,
+    FIGURE5,
+)
+
+
+# ---- small helpers -----------------------------------------------------------------------------------
+def fmt(value: Any, digits: int = 5) -> str:
+    """A number for a table cell ("n/a" for missing or NaN)."""
+    if value is None or value == "":
+        return "n/a"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def data_uri(png: bytes | None) -> str | None:
+    """A PNG as a ``data:`` URI (None stays None)."""
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure(png: bytes | None, alt: str, caption: str = "", css: str = "", legend=None) -> dict | None:
+    """A figure for the template: embedded image, alt text, caption, optional class-colour legend."""
+    return (
+        None
+        if png is None
+        else {"src": data_uri(png), "alt": alt, "caption": caption, "css": css, "legend": legend}
+    )
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, None when missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def no_url(value: Any) -> Markup:
+    """Every value written by the template: HTML-escaped, "://" as character references (no URL in the file)."""
+    return Markup(str(escape("" if value is None else value)).replace("://", ":&#47;&#47;"))
+
+
+def environment() -> Environment:
+    """The Jinja2 environment of the report templates (autoescaped)."""
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html", "j2"]),
+        finalize=no_url,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+# ---- one run ------------------------------------------------------------------------------------------
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's .hydra/config.yaml ({} when missing)."""
+    try:
+        return yaml.safe_load((Path(run_dir) / ".hydra" / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def class_legend(cfg: dict[str, Any], names: list[str]) -> list[dict[str, str]]:
+    """Class colour swatches ({name, color}) for the overlays, "unlabelled" last."""
+    configured = {c.get("name"): c.get("color") for c in (cfg.get("data", {}) or {}).get("classes") or []}
+    items = []
+    for i, name in enumerate(names):
+        color = configured.get(name) or FALLBACK_COLORS[i % len(FALLBACK_COLORS)]
+        items.append({"name": name, "color": "#" + "".join(f"{int(v):02x}" for v in color)})
+    items.append({"name": "unlabelled (image shows through)", "color": "transparent"})
+    return items
+
+
+def failure_of(run_dir: Path) -> dict[str, str] | None:
+    """{"error", "traceback"} of a failed or interrupted run (job_status.json), else None."""
+    status = read_json(Path(run_dir) / "job_status.json") or {}
+    if status.get("status") in ("failed", "interrupted"):
+        return {
+            "status": status["status"],
+            "error": status.get("error", "interrupted (Ctrl-C): re-run the same command to continue"),
+            "traceback": status.get("traceback", ""),
+        }
+    return None
+
+
+def per_image_rows(run_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """per_image_metrics.csv as header and formatted rows (empty when missing)."""
+    path = Path(run_dir) / "per_image_metrics.csv"
+    if not path.is_file():
+        return [], []
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if len(rows) < 2:
+        return [], []
+    return rows[0], [[r[0], *[fmt(float(x)) if x else "n/a" for x in r[1:]]] for r in rows[1:]]
+
+
+def overlay_caption(kind: str, image_id: str, per_image: dict[str, dict[str, str]], names: list[str]) -> str:
+    """Figure 7's caption: which image, and the IoU of each class on it."""
+    values = per_image.get(image_id, {})
+    ious = ", ".join(f"{n} {fmt(_float(values.get(f'iou_{n}')), 3)}" for n in names if f"iou_{n}" in values)
+    return f"{kind} test image by mean IoU: {image_id} (image | ground truth | prediction). Per-class IoU: {ious or 'n/a'}"
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def wandb_dirs(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's W&B run folders, with the commands to view and upload the offline ones."""
+    folder = Path(run_dir) / "wandb"
+    found = sorted(p for p in folder.glob("*run-*") if p.is_dir()) if folder.is_dir() else []
+    return [{"path": str(p.resolve()), "offline": p.name.startswith("offline-")} for p in found]
+
+
+def run_context(run_dir: Path, anchor: str, title: str, note: str = "") -> dict[str, Any]:
+    """Everything the template shows of one run directory."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    cfg = run_config(run_dir)
+    series = read_curves(run_dir)
+    names = (
+        list(metrics["classes"])
+        if metrics
+        else [c.get("name") for c in cfg.get("data", {}).get("classes", [])]
+    )
+    legend = class_legend(cfg, names)
+    header, image_rows = per_image_rows(run_dir)
+    per_image = {row[0]: dict(zip(header, row, strict=False)) for row in _raw_rows(run_dir)}
+    overlays = []
+    for kind in ("best", "worst"):
+        for path in sorted(run_dir.glob(f"overlay_{kind}_*.png")):
+            image_id = path.stem.split("_", 2)[2]
+            overlays.append(
+                figure(
+                    path.read_bytes(),
+                    path.stem,
+                    overlay_caption(kind, image_id, per_image, names),
+                    legend=legend,
+                )
+            )
+    context: dict[str, Any] = {
+        "anchor": anchor,
+        "title": title,
+        "note": note,
+        "path": str(run_dir.resolve()),
+        "failure": failure_of(run_dir),
+        "curves": figure(
+            summary_curves_png(series),
+            "training curves",
+            "Per-epoch values from csv/metrics.csv; train line, val dashed, test dots.",
+        ),
+        "class_curves": figure(
+            per_class_curves_png(series),
+            "per-class curves",
+            "Every per-class metric, one column per class, one line per split.",
+        ),
+        "metrics": None,
+        "figure4": _file_figure(
+            run_dir / FIGURE4,
+            "Figure 4",
+            "Figure 4. Ground truth overlaid on a training "
+            "image in the class colours; unlabelled pixels hatched in magenta.",
+            legend=legend,
+        ),
+        "figure5": _file_figure(
+            run_dir / FIGURE5,
+            "Figure 5",
+            "Figure 5. Labelled pixels per class in the "
+            "training split, beside the class weights used by the loss.",
+        ),
+        "figure6": _file_figure(
+            run_dir / "confusion_matrix.png",
+            "Figure 6 confusion matrix",
+            "Figure 6. Normalised confusion matrix of the test split; rows: true class, "
+            "columns: predicted class.",
+            css="square",
+        ),
+        "overlays": overlays,
+        "config_yaml": yaml.safe_dump(cfg, sort_keys=False) if cfg else "",
+        "settings": config_rows(cfg),
+        "files": [[name, "present"] for name in FILES if (run_dir / name).exists()],
+        "wandb": wandb_dirs(run_dir),
+        "wandb_run_id": _text(run_dir / "wandb_run_id.txt"),
+        "unlabelled_color": "#" + "".join(f"{v:02x}" for v in UNLABELLED_COLOR),
+    }
+    if metrics is not None:
+        context["metrics"] = metrics_context(metrics, header, image_rows)
+    return context
+
+
+def _raw_rows(run_dir: Path) -> list[list[str]]:
+    path = Path(run_dir) / "per_image_metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))[1:]
+
+
+def _text(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _file_figure(path: Path, alt: str, caption: str, css: str = "", legend=None) -> dict | None:
+    return figure(path.read_bytes(), alt, caption, css, legend) if path.is_file() else None
+
+
+def metrics_context(metrics: dict[str, Any], image_header: list[str], image_rows: list[list[str]]) -> dict:
+    """Tables 1 and 2, the rules line, class weights and the per-image table of metrics.json."""
+    weights = metrics.get("class_weights")
+    cm = metrics.get("confusion_matrix")
+    return {
+        "num_images": metrics.get("num_images", "?"),
+        "table1": [
+            [label, fmt(metrics["dataset"].get(key))]
+            for key, label in zip(DATASET_KEYS, DATASET_LABELS, strict=True)
+        ],
+        "class_header": ["class", *CLASS_LABELS],
+        "table2": [[n, *[fmt(v.get(key)) for key in CLASS_KEYS]] for n, v in metrics["classes"].items()],
+        "rules": rules_line(metrics),
+        "nan_notes": metrics.get("nan_notes", []),
+        "extra": [
+            [k.replace("_", " "), str(metrics[k])] for k in ("model_init", "class_weighting") if k in metrics
+        ]
+        + (
+            [["class weights", ", ".join(f"{k}={fmt(v, 4)}" for k, v in weights.items())]]
+            if isinstance(weights, dict)
+            else []
+        ),
+        "image_header": image_header,
+        "image_rows": image_rows,
+        "confusion": None
+        if not cm
+        else {
+            "header": ["true \\ predicted", *cm["classes"]],
+            "rows": [
+                [name, *[f"{p:.2f}% ({c:,})" for p, c in zip(pct, counts, strict=True)]]
+                for name, pct, counts in zip(
+                    cm["classes"], cm["normalized_percent"], cm["counts"], strict=True
+                )
+            ],
+        },
+    }
+
+
+def config_rows(cfg: dict[str, Any]) -> list[list[str]]:
+    """The settings a reader wants first, from the run's .hydra/config.yaml."""
+
+    def get(path: str):
+        node: Any = cfg
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    wanted = [
+        ("experiment", "name"),
+        ("model", "model.name"),
+        ("class weighting", "loss.class_weighting"),
+        ("optimizer", "optimizer._target_"),
+        ("learning rate", "optimizer.lr"),
+        ("max epochs", "trainer.max_epochs"),
+        ("batch size", "data.batch_size"),
+        ("image size", "data.image_size"),
+        ("data source", "data.source"),
+        ("seed", "seed"),
+    ]
+    return [[label, str(get(key))] for label, key in wanted if get(key) is not None]
+
+
+# ---- a sweep ------------------------------------------------------------------------------------------
+def job_anchor(job_dir: Path) -> str:
+    """The id of a job's section in the sweep report."""
+    return "job-" + "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in job_dir.name)
+
+
+def job_label(job, keys: list[str]) -> str:
+    """A job named by its varying overrides (its folder name when nothing varies)."""
+    return " ".join(f"{k}={job.overrides.get(k)}" for k in keys) or job.path.name
+
+
+def sweep_context(multirun_dir: Path) -> dict[str, Any]:
+    """The sweep table, comparison figures, every job's curves and every job's section."""
+    jobs = collect_jobs(multirun_dir)
+    keys = varying_keys(jobs)
+    split = ranking_split(jobs)
+    ordered = sorted(jobs, key=lambda j: (j.metrics is None, -j.rank_value(split), str(j.path)))
+    classes = next((list(job.class_iou) for job in jobs if job.class_iou), [])
+    has_val = split == "val"
+    header = [
+        *keys,
+        *(["val mean IoU"] if has_val else []),
+        *DATASET_LABELS,
+        *[f"IoU {c}" for c in classes],
+        "status",
+    ]
+    rows = []
+    for rank, job in enumerate(ordered):
+        dataset = (job.metrics or {}).get("dataset", {})
+        rows.append(
+            {
+                "anchor": job_anchor(job.path),
+                "job": job.path.name,
+                "keys": [job.overrides.get(k, "") for k in keys],
+                "values": [
+                    *([fmt(job.val_mean_iou)] if has_val else []),
+                    *[fmt(dataset.get(k)) for k in DATASET_KEYS],
+                    *[fmt(job.class_iou.get(c)) for c in classes],
+                ],
+                "status": job.status,
+                "error": job.error,
+                "best": rank == 0 and job.metrics is not None,
+                "failed": job.metrics is None,
+            }
+        )
+    common = sorted({f"{k}={v}" for job in jobs for k, v in job.overrides.items() if k not in keys})
+    figures = [
+        figure(
+            parallel_coordinates_png(jobs, keys, split),
+            "parallel coordinates",
+            f"Each job is a line through the values of its swept keys to its {split} mean IoU.",
+        )
+    ]
+    if len(keys) == 2:
+        figures.append(
+            figure(heatmap_png(jobs, keys), "sweep heatmap", f"Test mean IoU over {keys[0]} x {keys[1]}.")
+        )
+    for key in keys if len(keys) != 2 else []:
+        figures.append(
+            figure(
+                dot_chart_png(jobs, key, split),
+                f"dot chart {key}",
+                f"{split} mean IoU per value of {key}, sorted; bars: ± one standard deviation over "
+                "the jobs with that value (seeds and the other keys).",
+            )
+        )
+    offline = sorted(Path(multirun_dir).glob("*/wandb/offline-run-*"))
+    return {
+        "header": header,
+        "num_keys": len(keys),
+        "rows": rows,
+        "keys": keys,
+        "common": " ".join(common) or "none",
+        "ranking": RANKING_TEXT[split],
+        "counts": {"jobs": len(jobs), "done": sum(1 for j in jobs if j.metrics is not None)},
+        "failed": [row for row in rows if row["failed"]],
+        "figures": [f for f in figures if f],
+        "curves": figure(
+            sweep_curves_png({job_label(j, keys): read_curves(j.path) for j in ordered}),
+            "curves of every job",
+            "One row per job (best first): loss and mean IoU per split.",
+        ),
+        "jobs": [
+            run_context(
+                j.path, job_anchor(j.path), f"Job {j.path.name}: {job_label(j, keys)}", str(j.path.resolve())
+            )
+            for j in ordered
+        ],
+        "offline_runs": len(offline),
+        "path": str(Path(multirun_dir).resolve()),
+    }
+
+
+# ---- the document -------------------------------------------------------------------------------------
+def render(path: Path) -> str:
+    """The report of a run directory or multirun directory, as one HTML document."""
+    path = Path(path)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    template = environment().get_template("report.html.j2")
+    if is_multirun_dir(path):
+        return template.render(
+            kind="sweep",
+            path=str(path.resolve()),
+            name=path.name,
+            stamp=stamp,
+            sweep=sweep_context(path),
+            run=None,
+        )
+    if not any((path / name).exists() for name in ("metrics.json", "csv", ".hydra")):
+        raise FileNotFoundError(f"{path} is neither a bloodseg run directory nor a multirun directory")
+    return template.render(
+        kind="run",
+        path=str(path.resolve()),
+        name=path.name,
+        stamp=stamp,
+        sweep=None,
+        run=run_context(path, "run", path.name),
+    )
+
+
+def write_report(path: Path, out: Path | None = None) -> Path:
+    """Write report.html (default: inside ``path``) and return its path."""
+    out = Path(out) if out else Path(path) / "report.html"
+    document = render(Path(path))
+    out.write_text(document, encoding="utf-8")
+    return out
