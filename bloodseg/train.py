@@ -41,10 +41,11 @@ from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.module import CHECKPOINT_KEY
 from bloodseg.outputs import check_output_dir
+from bloodseg.paper_figures import write_training_figures
 from bloodseg.run_lock import RunDirectoryInUse, run_lock
+from bloodseg.run_summary import run_summary
 from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
-from bloodseg.tracking import run_summary
 
 log = logging.getLogger("bloodseg.train")
 
@@ -127,6 +128,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.loss.class_weighting.value,
         ", ".join(f"{n}={w:.4f}" for n, w in zip(datamodule.table.names, weights.tolist(), strict=True)),
     )
+    if rank_zero_only.rank == 0:  # the paper's Figures 4 (ground truth) and 5 (class pixels, weights)
+        write_training_figures(run_dir, datamodule, weights.tolist(), cfg.loss.class_weighting.value)
     module = build_module(cfg, datamodule, weights)
     resume_step = None
     if resumed:
