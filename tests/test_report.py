@@ -181,3 +181,19 @@ def test_report_of_a_failed_run_shows_the_failure(tmp_path):
     assert "banner" in page.classes  # the failure is the first thing on the page
     assert "This run failed" in text and "MisconfigurationException: logged &lt;twice&gt;" in text
     assert "No metrics.json" not in text
+
+
+def test_a_loss_spanning_decades_gets_a_log_axis_and_curves_render_without_a_validation_split():
+    from bloodseg.report_figures import per_class_curves_png, spans_decades, summary_curves_png
+
+    assert (
+        spans_decades([590.0, 3.1, 1.2]) and not spans_decades([3.1, 1.2]) and not spans_decades([0.0, 5.0])
+    )
+    series = {
+        "train/loss_epoch": [(0.0, 4.0), (1.0, 1.0)],
+        "test/loss": [(2.0, 590.0)],  # a diverged test loss
+        "train/iou/wbc": [(0.0, 0.1), (1.0, 0.2)],
+        "test/iou/wbc": [(2.0, 0.3)],
+    }
+    assert summary_curves_png(series).startswith(PNG) and per_class_curves_png(series).startswith(PNG)
+    assert per_class_curves_png({"train/loss_epoch": [(0.0, 1.0)]}) is None  # no per-class series
