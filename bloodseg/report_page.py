@@ -206,8 +206,7 @@ def run_context(run_dir: Path, anchor: str, title: str, note: str = "") -> dict[
             run_dir / FIGURE4,
             "Figure 4",
             "Figure 4. Ground truth overlaid on a training "
-            "image in the class colours; unlabelled pixels hatched in magenta.",
-            legend=legend,
+            "image in the class colours (legend in the figure); unlabelled pixels hatched in magenta.",
         ),
         "figure5": _file_figure(
             run_dir / FIGURE5,
