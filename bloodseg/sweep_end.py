@@ -65,12 +65,12 @@ def link_wandb_runs(sweep_dir: Path) -> list[Path]:
     return links
 
 
-def sweep_end_text(sweep_dir: Path, links: list[Path]) -> str:
+def sweep_end_text(sweep_dir: Path, links: list[Path], title: str = "bloodseg: sweep finished") -> str:
     """The console block printed at the end of a multirun: the sweep table and how to view the sweep."""
     sweep_dir = Path(sweep_dir).resolve()
     paths = write_sweep_summary(sweep_dir)
     rule = "=" * 78
-    lines = [rule, "bloodseg: sweep finished", rule, paths["md"].read_text().rstrip(), ""]
+    lines = [rule, title, rule, paths["md"].read_text().rstrip(), ""]
     lines.append(
         f"Summary files : {paths['csv']}  {paths['md']}"
         + (f"  {paths['heatmap']}" if "heatmap" in paths else "")
@@ -86,18 +86,41 @@ def sweep_end_text(sweep_dir: Path, links: list[Path]) -> str:
     return "\n".join(lines)
 
 
+_running: Path | None = None  # the sweep directory of the multirun this process runs (between start and end)
+
+
+def print_sweep_end(sweep_dir: Path, title: str = "bloodseg: sweep finished") -> None:
+    """Link the jobs' W&B runs into ``<sweep_dir>/wandb`` and print the sweep summary; a warning, never an
+    exception, when that fails (a summary must not turn a finished sweep into a failure)."""
+    try:
+        links = link_wandb_runs(sweep_dir)
+        print(sweep_end_text(sweep_dir, links, title), flush=True)
+    except Exception as error:  # noqa: BLE001
+        log.warning(
+            "could not write the sweep summary of %s (%s: %s)", sweep_dir, type(error).__name__, error
+        )
+
+
+def summarise_stopped_sweep() -> None:
+    """After a multirun stopped on a failed job (Hydra then skips ``on_multirun_end``): the summary of the
+    jobs that ran, failed ones listed with their errors. Does nothing outside a multirun."""
+    global _running
+    sweep_dir, _running = _running, None
+    if sweep_dir is not None and sweep_dir.is_dir() and collect_jobs(sweep_dir):
+        print_sweep_end(sweep_dir, "bloodseg: sweep stopped (a job failed; the jobs that ran are below)")
+
+
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, link the jobs' W&B runs into ``<sweep dir>/wandb`` and
-    print the sweep summary with the commands to view it. Never fails the sweep (a warning instead)."""
+    print the sweep summary with the commands to view it (see also summarise_stopped_sweep)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _running
+        _running = Path(str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _running
+        _running = None
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir():
-            return
-        try:
-            links = link_wandb_runs(sweep_dir)
-            print(sweep_end_text(sweep_dir, links), flush=True)
-        except Exception as error:  # noqa: BLE001  (a summary must never turn a finished sweep into a failure)
-            log.warning(
-                "could not write the sweep summary of %s (%s: %s)", sweep_dir, type(error).__name__, error
-            )
+        if sweep_dir.is_dir():
+            print_sweep_end(sweep_dir)

@@ -44,6 +44,7 @@ from bloodseg.outputs import check_output_dir
 from bloodseg.paper_figures import write_training_figures
 from bloodseg.run_lock import RunDirectoryInUse, run_lock
 from bloodseg.run_summary import run_summary
+from bloodseg.sweep_end import summarise_stopped_sweep
 from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
 
@@ -266,7 +267,12 @@ def cli() -> None:
     except BloodsegError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    main()
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):  # a multirun stopped on a failed job: still show what ran
+            summarise_stopped_sweep()
+        raise
 
 
 if __name__ == "__main__":
