@@ -29,7 +29,7 @@ from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATA
 from bloodseg.paper_figures import FIGURE4, FIGURE5, UNLABELLED_COLOR
 from bloodseg.report_figures import per_class_curves_png, summary_curves_png, sweep_curves_png
 from bloodseg.run_history import read_curves
-from bloodseg.sweep_figures import dot_chart_png, heatmap_png, parallel_coordinates_png
+from bloodseg.sweep_figures import comparison_plan, dot_chart_png, heatmap_png, parallel_coordinates_png
 from bloodseg.sweep_results import RANKING_TEXT, collect_jobs, is_multirun_dir, ranking_split, varying_keys
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -367,17 +367,23 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
             f"Each job is a line through the values of its swept keys to its {split} mean IoU.",
         )
     ]
-    if len(keys) == 2:
+    grid, dot_keys = comparison_plan(keys)
+    if grid:
         figures.append(
-            figure(heatmap_png(jobs, keys), "sweep heatmap", f"Test mean IoU over {keys[0]} x {keys[1]}.")
+            figure(
+                heatmap_png(jobs, grid),
+                "sweep heatmap",
+                f"Test mean IoU over {grid[0]} x {grid[1]}"
+                + (" (mean over seeds)." if "seed" in keys else "."),
+            )
         )
-    for key in keys if len(keys) != 2 else []:
+    for key in dot_keys:
         figures.append(
             figure(
                 dot_chart_png(jobs, key, split),
                 f"dot chart {key}",
                 f"{split} mean IoU per value of {key}, sorted; bars: ± one standard deviation over "
-                "the jobs with that value (seeds and the other keys).",
+                "the jobs with that value (seeds and the other keys); n: how many.",
             )
         )
     offline = sorted(Path(multirun_dir).glob("*/wandb/offline-run-*"))

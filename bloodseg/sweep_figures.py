@@ -59,15 +59,28 @@ def parallel_coordinates_png(jobs: list[JobRecord], keys: list[str], split: str)
 
 
 def heatmap_png(jobs: list[JobRecord], keys: list[str]) -> bytes | None:
-    """Test mean IoU over a two-key grid (bloodseg.viz.sweep_heatmap); None when nothing has metrics."""
-    done = [job for job in jobs if job.metrics is not None]
-    if len(keys) != 2 or not done:
+    """Test mean IoU over a two-key grid (bloodseg.viz.sweep_heatmap), each cell the mean over the jobs
+    with those two values (seeds); None when nothing has metrics."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        if job.metrics is not None:
+            cells.setdefault((job.overrides.get(keys[0]), job.overrides.get(keys[1])), []).append(
+                job.mean_iou
+            )
+    if len(keys) != 2 or not cells:
         return None
     buffer = io.BytesIO()
-    sweep_heatmap(
-        [(j.overrides.get(keys[0]), j.overrides.get(keys[1]), j.mean_iou) for j in done], keys, buffer
-    )
+    sweep_heatmap([(a, b, statistics.fmean(v)) for (a, b), v in cells.items()], keys, buffer)
     return buffer.getvalue()
+
+
+def comparison_plan(keys: list[str]) -> tuple[list[str] | None, list[str]]:
+    """Which comparison figures a sweep gets: (the two keys of a heatmap or None, the keys of dot charts).
+    Seeds are repeats, not a setting: with other keys varying, they become the error bars."""
+    settings = [k for k in keys if k != "seed"] or keys
+    if len(settings) == 2:
+        return settings, []
+    return None, settings
 
 
 def dot_chart_png(jobs: list[JobRecord], key: str, split: str) -> bytes | None:

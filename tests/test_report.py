@@ -152,9 +152,10 @@ def test_two_swept_keys_get_the_sweep_heatmap_and_failed_jobs_a_banner(sweep, tm
     """The same sweep with a second key varying between its jobs and one job failed."""
     grid = tmp_path / "grid"
     shutil.copytree(sweep, grid, ignore=shutil.ignore_patterns("*.ckpt", "wandb"))
-    for job, lr in (("0", "0.01"), ("1", "0.001")):
+    for job, lr, weighting in (("0", "0.01", "none"), ("1", "0.001", "median_frequency")):
         path = grid / job / ".hydra" / "overrides.yaml"
-        path.write_text(yaml.safe_dump([*yaml.safe_load(path.read_text()), f"optimizer.lr={lr}"]))
+        added = [f"optimizer.lr={lr}", f"loss.class_weighting={weighting}"]
+        path.write_text(yaml.safe_dump([*yaml.safe_load(path.read_text()), *added]))
     text, page = parse_report(write_report(grid))
     assert_self_contained(text, page)
     assert [img["alt"] for img in page.images].count("sweep heatmap") == 1
@@ -198,3 +199,17 @@ def test_a_loss_spanning_decades_gets_a_log_axis_and_curves_render_without_a_val
     }
     assert summary_curves_png(series).startswith(PNG) and per_class_curves_png(series).startswith(PNG)
     assert per_class_curves_png({"train/loss_epoch": [(0.0, 1.0)]}) is None  # no per-class series
+
+
+def test_seeds_become_error_bars_of_the_other_key(tmp_path):
+    """lr x seed: one dot chart over lr with the seeds as error bars, no lr x seed heatmap."""
+    from test_aggregate import make_job
+
+    for num, (lr, seed, iou) in enumerate([("0.01", 1, 0.70), ("0.01", 2, 0.74), ("0.001", 1, 0.80)]):
+        make_job(tmp_path, num, ["experiment=segnet_vgg16", f"optimizer.lr={lr}", f"seed={seed}"], iou)
+    text, page = parse_report(write_report(tmp_path))
+    assert_self_contained(text, page)
+    alts = [img["alt"] for img in page.images]
+    assert "dot chart optimizer.lr" in alts and "sweep heatmap" not in alts and "parallel coordinates" in alts
+    for job in ("0", "1", "2"):
+        assert f'<a href="#job-{job}">{job}</a>' in text and f"job-{job}" in page.sections

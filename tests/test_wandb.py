@@ -389,3 +389,24 @@ def test_wandb_is_on_by_default_and_smoke_turns_artifacts_off():
     smoke = compose_train(SMOKE)
     assert not smoke.logger.wandb.log_artifacts and smoke.logger.wandb.log_images_every_n_epochs == 1
     assert compose_train([*SMOKE, "logger=csv"]).logger.wandb is None
+
+
+def test_best_epoch_comes_from_the_csv_history(tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "epoch,step,val/mean_iou,train/loss_epoch\n0,2,0.40,\n0,2,,3.0\n1,5,0.62,\n2,8,0.55,\n"
+    )
+    assert tracking.best_epoch_summary(tmp_path) == {"best/val_mean_iou": 0.62, "best/epoch": 1}
+    assert tracking.best_epoch_summary(tmp_path / "elsewhere") == {}  # no history, no summary
+
+
+def test_the_wandb_config_is_flat():
+    from bloodseg.wandb_naming import flat_config
+
+    nested = {"optimizer": {"lr": 0.01, "betas": [0.9, 0.99]}, "loss": {"class_weighting": "none"}, "seed": 1}
+    assert flat_config(nested) == {
+        "optimizer.lr": 0.01,
+        "optimizer.betas": [0.9, 0.99],
+        "loss.class_weighting": "none",
+        "seed": 1,
+    }
