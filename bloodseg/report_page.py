@@ -115,11 +115,11 @@ def class_legend(cfg: dict[str, Any], names: list[str]) -> list[dict[str, str]]:
 
 
 def failure_of(run_dir: Path) -> dict[str, str] | None:
-    """{"error", "traceback"} of a failed or interrupted run (job_status.json), else None."""
+    """{"status", "error", "traceback"} of a failed or interrupted run (job_status.json), else None."""
     status = read_json(Path(run_dir) / "job_status.json") or {}
     if status.get("status") in ("failed", "interrupted"):
         return {
-            "status": status["status"],
+            "status": "failed" if status["status"] == "failed" else "was interrupted",
             "error": status.get("error", "interrupted (Ctrl-C): re-run the same command to continue"),
             "traceback": status.get("traceback", ""),
         }

@@ -20,7 +20,7 @@ def run_summary(metrics: dict[str, Any] | None, run_dir: Path, wandb_info: Wandb
         lines += ["(no test evaluation: test_after_fit=false or an empty test split)", ""]
     run_dir = Path(run_dir).resolve()
     lines.append(f"Run directory : {run_dir}")
-    lines.append("                metrics.json, metrics.md, confusion_matrix.png, overlays, csv/metrics.csv")
+    lines.append("                metrics.json, metrics.md, csv/metrics.csv, the paper's Figures 4-7 as PNG")
     lines.append(f"HTML report   : python -m bloodseg.report {run_dir}")
     if wandb_info is None:
         lines.append(
@@ -28,6 +28,7 @@ def run_summary(metrics: dict[str, Any] | None, run_dir: Path, wandb_info: Wandb
         )
     elif wandb_info.mode == "offline":
         lines.append(f"W&B offline   : {wandb_info.directory}")
+        lines.append(f"                view here:    wandb leet {wandb_info.directory}")
         lines.append(f"                upload later: wandb sync {wandb_info.directory}")
     else:
         lines.append(f"W&B           : {wandb_info.url or wandb_info.run_id}")

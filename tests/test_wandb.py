@@ -119,9 +119,9 @@ def test_default_smoke_run_keeps_an_offline_wandb_run_in_its_run_dir(smoke_run):
     run_id = (run_dir / tracking.RUN_ID_FILE).read_text().strip()
     assert run["run"]["run_id"] == run_id and run["dir"].name.endswith(run_id)
     assert run["exit_code"] == 0  # finished cleanly at the end of the job
-    assert (
-        f"wandb sync {run_dir.resolve()}/wandb/{run['dir'].name}" in result.stdout
-    )  # how to upload it later
+    offline_dir = f"{run_dir.resolve()}/wandb/{run['dir'].name}"
+    assert f"wandb sync {offline_dir}" in result.stdout  # how to upload it later
+    assert f"wandb leet {offline_dir}" in result.stdout  # and how to look at it offline
     assert "Table 1. Semantic segmentation metrics" in result.stdout and str(run_dir) in result.stdout
 
 
