@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import math
 
+from matplotlib.ticker import MaxNLocator
+
 from bloodseg.run_history import Series, class_names_of
 from bloodseg.viz import plt  # matplotlib with the Agg backend
 
@@ -55,8 +57,15 @@ def _plot_splits(ax, series: Series, metric: str) -> list[float]:
     return values
 
 
-def _finish_axis(ax, title: str, values: list[float], log_if_wide: bool = False) -> None:
+def last_epoch(series: Series) -> float:
+    """The largest epoch of any series (0 when empty): every panel of a figure spans 0..this."""
+    return max((p[0] for points in series.values() for p in points), default=0.0)
+
+
+def _finish_axis(ax, title: str, values: list[float], log_if_wide: bool = False, xmax: float = 0.0) -> None:
     ax.set_title(title, fontsize=11)
+    ax.set_xlim(-0.05 * max(xmax, 1.0), xmax + 0.05 * max(xmax, 1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.grid(alpha=0.3)
     if not values:
@@ -86,17 +95,17 @@ def summary_curves_png(series: Series) -> bytes | None:
         return None
     lr = [key for key in series if key.startswith("lr-")]
     panels = SUMMARY_PANELS + ([("Learning rate", lr[0])] if lr else [])
-    columns = 3
+    columns, xmax = 3, last_epoch(series)
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows + 0.5), dpi=100, squeeze=False)
     for ax, (title, metric) in zip(axes.flat, panels, strict=False):
         if metric.startswith("lr-"):
             points = series[metric]
             ax.plot([p[0] for p in points], [p[1] for p in points], color="#555", marker=".")
-            _finish_axis(ax, title, [p[1] for p in points], log_if_wide=True)
+            _finish_axis(ax, title, [p[1] for p in points], log_if_wide=True, xmax=xmax)
         else:
             values = _plot_splits(ax, series, metric)
-            _finish_axis(ax, title, values, log_if_wide=metric == "loss")
+            _finish_axis(ax, title, values, log_if_wide=metric == "loss", xmax=xmax)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = _split_handles()
@@ -118,6 +127,7 @@ def per_class_curves_png(series: Series) -> bytes | None:
     classes = class_names_of(series)
     if not classes:
         return None
+    xmax = last_epoch(series)
     fig, axes = plt.subplots(
         len(CLASS_METRICS),
         len(classes),
@@ -130,7 +140,7 @@ def per_class_curves_png(series: Series) -> bytes | None:
         for c, name in enumerate(classes):
             ax = axes[r][c]
             values = _plot_splits(ax, series, f"{metric}/{name}")
-            _finish_axis(ax, f"{label}: {name}", values)
+            _finish_axis(ax, f"{label}: {name}", values, xmax=xmax)
             if r < len(CLASS_METRICS) - 1:
                 ax.set_xlabel("")
     handles, labels = _split_handles()
@@ -148,6 +158,7 @@ def sweep_curves_png(
     if not runs:
         return None
     titles = {"loss": "Loss", "mean_iou": "Mean IoU"}
+    xmax = max(last_epoch(series) for series in runs.values())
     fig, axes = plt.subplots(
         len(runs), len(metrics), figsize=(5.2 * len(metrics), 2.5 * len(runs) + 0.6), dpi=100, squeeze=False
     )
@@ -155,7 +166,9 @@ def sweep_curves_png(
         for c, metric in enumerate(metrics):
             ax = axes[r][c]
             values = _plot_splits(ax, series, metric)
-            _finish_axis(ax, f"{label}\n{titles.get(metric, metric)}", values, log_if_wide=metric == "loss")
+            _finish_axis(
+                ax, f"{label}\n{titles.get(metric, metric)}", values, log_if_wide=metric == "loss", xmax=xmax
+            )
             ax.title.set_fontsize(9)
             if metric == "mean_iou" and values:
                 ax.set_ylim(0, 1)
