@@ -2,7 +2,8 @@
 
 Jobs of the given multirun directories are grouped by their overrides without ``seed``; each group
 becomes one configuration with the mean and standard deviation over its seeds of every dataset
-metric (and per-class accuracy / IoU / BF / Dice), the command that reproduces it, and the seeds.
+metric (and per-class accuracy / IoU / BF / Dice), the command that reproduces it, and the seeds; with a
+single seed the standard deviation is null (and the tables show the value alone, n=1).
 The best configuration is repeated under ``best``: highest validation mean IoU when every scored
 configuration has one (jobs trained with data.val_fraction > 0), else highest test mean IoU;
 ``ranked_by`` says which (``val/mean_iou`` or ``test/mean_iou``)::
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from bloodseg.arguments import key_value_options
 from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS
-from bloodseg.sweep_report import JobRecord, collect_jobs
+from bloodseg.sweep_results import JobRecord, collect_jobs
 
 IGNORED_KEYS = ("seed", "hydra.sweep.dir", "hydra.run.dir")
 
@@ -31,7 +32,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def configuration(jobs: list[JobRecord]) -> dict:
@@ -100,12 +101,16 @@ def rank_value(run: dict, ranked_by: str) -> float | None:
 
 
 def _mean_pm_std(mean: float | None, std: float | None) -> str:
-    return "n/a" if mean is None else f"{mean:.3f} ± {std:.3f}"
+    """``mean ± std``; the mean alone when there is no spread to show (one seed: std is None)."""
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def results_markdown(results: dict) -> str:
     """Markdown tables of results.json: Table 1 (dataset metrics) per configuration, best first, and
-    Table 2 (per-class accuracy / IoU / mean BF) of the best configuration; cells are mean ± std."""
+    Table 2 (per-class accuracy / IoU / mean BF) of the best configuration; cells are mean ± std over
+    seeds, or the value alone for a single seed (the seeds column says n)."""
     ranked_by = results.get("ranked_by", "test/mean_iou")
     by_val = ranked_by.startswith("val/")
 
@@ -136,7 +141,9 @@ def results_markdown(results: dict) -> str:
         cells = [_mean_pm_std(run["dataset"][key], run["dataset_std"][key]) for key in DATASET_KEYS]
         if by_val:
             cells.insert(0, _mean_pm_std(run["validation"]["mean_iou"], run["validation_std"]["mean_iou"]))
-        lines.append(f"| `{label}` | {len(run['seeds'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| `{label}` | n={len(run['seeds'])} | " + " | ".join(cells) + " |")
+    if any(len(run["seeds"]) == 1 for run in runs):
+        lines += ["", "A configuration with n=1 seed shows its value alone: one seed has no spread."]
     best = results["best"]
     if best:
         lines += [

@@ -97,7 +97,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[
         e = c.early_stopping
         callbacks.append(EarlyStopping(monitor=e.monitor, mode=e.mode, patience=e.patience))
     if cfg.logger.wandb is not None and with_loggers:  # W&B media: overlays, confusion matrix, tables
-        from bloodseg.tracking import WandbMedia
+        from bloodseg.wandb_media import WandbMedia
 
         w = cfg.logger.wandb
         callbacks.append(WandbMedia(every_n_epochs=w.log_images_every_n_epochs, num_images=w.num_images))

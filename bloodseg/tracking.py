@@ -1,17 +1,15 @@
-"""Weights & Biases tracking (``logger=wandb``): offline unless W&B is configured, never fatal.
+"""The W&B run of a job (``logger=wandb``): offline unless W&B is configured, never fatal.
 
 - ``build_wandb_logger(cfg, run_dir)``: a Lightning ``WandbLogger`` whose W&B run lives in
-  ``<run_dir>/wandb``, named and grouped from the Hydra config (a multirun's jobs share a group named
-  after the sweep; the run name shows the command-line overrides), with the fully resolved config.
-  A run continued from a checkpoint (``ckpt_path=``, or a resubmitted job's own ``last.ckpt``) keeps
-  the W&B run id recorded in that run directory's ``wandb_run_id.txt``.
-- ``WandbMedia``: a callback that logs class weights, mask overlays of a fixed set of test images
-  every N epochs (W&B mask overlays, so the dashboard's mask toggles work) and, after testing, the
-  confusion matrix (plot, table and image) and the per-class metric table.
-- ``finish(loggers, run_dir, succeeded)``: logs metrics.json and the best checkpoint as artifacts and
-  finishes the W&B run. Called at the end of every job, so a multirun's jobs never merge into one run.
-- ``run_summary(...)``: the one-screen end-of-run block (paper Tables 1 and 2, where the files are).
+  ``<run_dir>/wandb``, named and grouped from the Hydra config (bloodseg.wandb_naming), with the fully
+  resolved config under flat keys (``optimizer.lr``) so that W&B's parallel coordinates and group-by
+  work on swept keys. A run continued from a checkpoint (``ckpt_path=``, or a resubmitted job's own
+  ``last.ckpt``) keeps the W&B run id recorded in that run directory's ``wandb_run_id.txt``.
+- ``finish(loggers, run_dir, succeeded)``: records the best validation mean IoU and its epoch in the
+  run summary, logs metrics.json and the best checkpoint as artifacts and finishes the W&B run. Called
+  at the end of every job, so a multirun's jobs never merge into one run.
 
+The media callback lives in bloodseg.wandb_media, the end-of-run console block in bloodseg.run_summary.
 Whatever goes wrong inside W&B (no network, no key, quota, a full disk) is reported once as a warning;
 training goes on with the CSV logger.
 """
@@ -22,32 +20,34 @@ import logging
 import netrc
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import lightning as L
-import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from bloodseg.config import IGNORE_INDEX
+from bloodseg.wandb_naming import (  # noqa: F401  (run_name, run_group, run_tags: part of this module's API)
+    HydraContext,
+    flat_config,
+    hydra_context,
+    resolved_config,
+    run_group,
+    run_name,
+    run_tags,
+)
 
 log = logging.getLogger("bloodseg.tracking")
 
 RUN_ID_FILE = "wandb_run_id.txt"
 MODES = ("auto", "offline", "online", "disabled")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-MAX_NAME = 128  # W&B display names longer than this are cut
-MAX_TAG = 64  # W&B rejects longer tags
 
 
-# ---- mode, naming, resume -------------------------------------------------------------------------
+# ---- mode, resume -------------------------------------------------------------------------
 def api_key_configured() -> bool:
     """Whether W&B credentials exist on this machine: WANDB_API_KEY (or an identity token) or a netrc entry
     for the W&B host (what ``wandb login`` writes). Nothing is sent anywhere."""
@@ -88,86 +88,6 @@ def resolve_mode(requested: str) -> str:
     if env in ("online", "run"):
         return "online"
     return "online" if api_key_configured() else "offline"
-
-
-@dataclass
-class HydraContext:
-    """What the Hydra app knows about this job (empty when train() is called outside Hydra)."""
-
-    multirun: bool = False
-    sweep_dir: str | None = None
-    job_num: int | None = None
-    overrides: tuple[str, ...] = ()
-    choices: dict[str, Any] | None = None
-
-
-def hydra_context() -> HydraContext:
-    """The running Hydra job's mode, sweep dir, job number and task overrides (hydra.* left out)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if not HydraConfig.initialized():
-            return HydraContext()
-        hc = HydraConfig.get()
-        overrides = tuple(str(o) for o in hc.overrides.task if not str(o).lstrip("+~").startswith("hydra"))
-        multirun = hc.mode == RunMode.MULTIRUN
-        return HydraContext(
-            multirun=multirun,
-            sweep_dir=str(hc.sweep.dir) if multirun else None,
-            job_num=int(hc.job.num) if multirun and hc.job.get("num") is not None else None,
-            overrides=overrides,
-            choices=dict(hc.runtime.choices),
-        )
-    except Exception:  # noqa: BLE001  (a half-set HydraConfig, e.g. in tests): no Hydra context
-        return HydraContext()
-
-
-NAME_SKIP = ("experiment", "logger", "hydra")  # overrides that do not describe the experiment
-
-
-def run_name(cfg: DictConfig, context: HydraContext) -> str:
-    """``<name>`` followed by the command-line overrides, e.g. ``segnet_vgg16 optimizer.lr=0.01 seed=2``."""
-    if cfg.logger.wandb.name:
-        return str(cfg.logger.wandb.name)
-    shown = []
-    for override in context.overrides:
-        key = override.lstrip("+~").split("=", 1)[0]
-        if key.split(".", 1)[0].split("/", 1)[0] in NAME_SKIP:
-            continue
-        shown.append(override)
-    name = " ".join([str(cfg.name), *sorted(shown)])
-    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
-
-
-def run_group(cfg: DictConfig, context: HydraContext) -> str:
-    """logger.wandb.group, else ``<name>-<sweep dir name>`` for a multirun's jobs, else ``<name>``."""
-    if cfg.logger.wandb.group:
-        return str(cfg.logger.wandb.group)
-    if context.multirun and context.sweep_dir:
-        return f"{cfg.name}-{Path(context.sweep_dir).name}"
-    return str(cfg.name)
-
-
-def run_tags(cfg: DictConfig, context: HydraContext) -> list[str]:
-    """The experiment name, model, class weighting, multirun / debug markers and logger.wandb.tags."""
-    weighting = cfg.loss.class_weighting
-    tags = [str(cfg.name), str(cfg.model.name), f"weighting:{getattr(weighting, 'value', weighting)}"]
-    if context.multirun:
-        tags.append("multirun")
-    debug = (context.choices or {}).get("debug")
-    if debug:
-        tags.append(f"debug:{debug}")
-    tags += [str(t) for t in cfg.logger.wandb.tags or []]
-    return list(dict.fromkeys(t[:MAX_TAG] for t in tags))
-
-
-def resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    """The run's config with interpolations resolved and enums as strings (as W&B wants it)."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    except Exception:  # noqa: BLE001  (${hydra:...} outside a Hydra app)
-        return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
 
 
 def previous_run_id(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -267,7 +187,7 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path) -> SafeWandbLogger | None
             log.warning("finishing a W&B run left open by a previous job (%s)", wandb.run.id)
             wandb.finish()
         run_id = previous_run_id(cfg, run_dir) if w.resume else None
-        config = resolved_config(cfg)
+        config = flat_config(resolved_config(cfg))
         config["run_dir"] = str(run_dir)
         config["overrides"] = list(context.overrides)
         logger = SafeWandbLogger(
@@ -295,6 +215,7 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path) -> SafeWandbLogger | None
             (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
             run = logger.experiment  # start now, so that a failure is caught here and not mid-training
             (run_dir / RUN_ID_FILE).write_text(f"{run.id}\n")
+            logger.guarded("defining summaries", define_summaries, run)
             where = run.url if mode == "online" and run.url else run.settings.sync_dir
             log.info(
                 "W&B %s run %s%s (group %s): %s",
@@ -317,6 +238,28 @@ def build_wandb_logger(cfg: DictConfig, run_dir: Path) -> SafeWandbLogger | None
         return None
 
 
+SUMMARIES = {"val/mean_iou": "max", "val/mean_bf_score": "max", "train/mean_iou": "max", "val/loss": "min"}
+
+
+def define_summaries(run) -> None:
+    """Per-epoch charts against ``epoch`` and run summaries: the best (max) validation mean IoU / BF and the
+    lowest validation loss, not only the last value (the best epoch is added by ``finish``)."""
+    run.define_metric("epoch")
+    for key, summary in SUMMARIES.items():
+        run.define_metric(key, summary=summary)
+
+
+def best_epoch_summary(run_dir: Path, key: str = "val/mean_iou") -> dict[str, float]:
+    """``{"best/val_mean_iou", "best/epoch"}`` from csv/metrics.csv (empty without that column)."""
+    from bloodseg.run_history import read_curves
+
+    points = read_curves(run_dir).get(key, [])
+    if not points:
+        return {}
+    epoch, value = max(points, key=lambda point: point[1])
+    return {"best/" + key.replace("/", "_"): value, "best/epoch": int(epoch)}
+
+
 def _abandon_run(exit_code: int = 1) -> None:
     """Finish whatever W&B run is still open in this process (quietly)."""
     wandb = sys.modules.get("wandb")
@@ -334,163 +277,6 @@ def wandb_logger_of(trainer: L.Trainer) -> SafeWandbLogger | None:
         if isinstance(logger, SafeWandbLogger) and logger.active:
             return logger
     return None
-
-
-# ---- media ------------------------------------------------------------------------------------------
-class WandbMedia(Callback):
-    """Class weights at the start; mask overlays of a fixed set of images every ``every_n_epochs`` epochs
-    and at the end of training; after testing, the confusion matrix and per-class metric table.
-
-    Rank 0 only, a handful of single-image forward passes every N epochs: W&B stays off the hot path.
-    The images are ``num_images`` test images spread evenly over the split (val, then train, when the test
-    split is empty), the same ones every time.
-    """
-
-    def __init__(self, every_n_epochs: int = 10, num_images: int = 4):
-        self.every_n_epochs = int(every_n_epochs)
-        self.num_images = int(num_images)
-
-    # which images
-    def _fixed_images(self, trainer: L.Trainer) -> tuple[str, Any, list[int]] | None:
-        splits = getattr(trainer.datamodule, "splits", None) or {}
-        for split in ("test", "val", "train"):
-            loaded = splits.get(split)
-            if loaded is not None and len(loaded.ids) > 0:
-                n = len(loaded.ids)
-                count = min(self.num_images, n)
-                rows = sorted({int(round(i)) for i in np.linspace(0, n - 1, count)}) if count > 0 else []
-                return split, loaded, rows
-        return None
-
-    def _class_labels(self, module: L.LightningModule) -> dict[int, str]:
-        labels = {i: str(n) for i, n in enumerate(module.class_names)}
-        labels[IGNORE_INDEX] = "unlabelled"
-        return labels
-
-    def _overlays(self, trainer: L.Trainer, module: L.LightningModule) -> tuple[str, list] | None:
-        import wandb
-
-        found = self._fixed_images(trainer)
-        if found is None or not found[2]:
-            return None
-        split, loaded, rows = found
-        labels = self._class_labels(module)
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.no_grad():
-                batch = loaded.images[rows].to(module.device)
-                eager = hasattr(module, "net") and hasattr(module, "normalize")  # no torch.compile recompiles
-                if eager:
-                    logits = module.net(module.normalize(batch))
-                else:
-                    logits = module(batch)
-                preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        finally:
-            module.train(was_training)
-        images = []
-        for row, pred in zip(rows, preds, strict=True):
-            truth = loaded.masks[row].numpy().astype(np.uint8)
-            images.append(
-                wandb.Image(
-                    loaded.images[row].permute(1, 2, 0).numpy(),
-                    masks={
-                        "predictions": {"mask_data": pred, "class_labels": labels},
-                        "ground_truth": {"mask_data": truth, "class_labels": labels},
-                    },
-                    caption=loaded.ids[row],
-                )
-            )
-        return f"overlays/{split}", images
-
-    def _log_overlays(self, trainer: L.Trainer, module: L.LightningModule, logger: SafeWandbLogger) -> None:
-        made = logger.guarded("rendering overlays", self._overlays, trainer, module)
-        if made:
-            logger.log_now({made[0]: made[1]}, trainer.global_step)
-
-    # hooks
-    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        logger = wandb_logger_of(trainer)
-        meta = getattr(module, "meta", None)
-        if logger is None or not meta or "class_weights" not in meta:
-            return
-        weights = dict(zip(meta["class_names"], meta["class_weights"], strict=True))
-        logger.guarded(
-            "logging class weights",
-            logger.experiment.config.update,
-            {"class_weights": weights, "model_init": meta.get("init_source")},
-            allow_val_change=True,
-        )
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        logger = wandb_logger_of(trainer)
-        if logger is None or trainer.sanity_checking:
-            return
-        epoch = trainer.current_epoch + 1
-        due = self.every_n_epochs > 0 and epoch % self.every_n_epochs == 0
-        last = trainer.max_epochs is not None and trainer.max_epochs > 0 and epoch >= trainer.max_epochs
-        if due or last:
-            self._log_overlays(trainer, module, logger)
-
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        logger = wandb_logger_of(trainer)
-        callback = trainer.checkpoint_callback
-        if logger is None or callback is None:
-            return
-        best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
-        logger.best_checkpoint = best or None
-        # stopped early or by max_steps: the final state still gets its overlays
-        if trainer.max_epochs is None or trainer.current_epoch < trainer.max_epochs:
-            self._log_overlays(trainer, module, logger)
-
-    def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        logger = wandb_logger_of(trainer)
-        results = getattr(module, "test_results", None)
-        if logger is None or results is None:
-            return
-        logger.guarded("logging test results", self._log_test_results, trainer, module, logger, results)
-
-    def _log_test_results(self, trainer, module, logger: SafeWandbLogger, results: dict[str, Any]) -> None:
-        import wandb
-
-        from bloodseg.viz import confusion_matrix_figure
-
-        names = [str(n) for n in module.class_names]
-        counts = results["counts"].double().numpy()
-        cm_rows = [[a, p, int(counts[i, j])] for i, a in enumerate(names) for j, p in enumerate(names)]
-        cm_table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=cm_rows)
-
-        def value(key, i):
-            x = float(results[key][i]) if key in results else float("nan")
-            return None if np.isnan(x) else x
-
-        per_class = wandb.Table(
-            columns=["class", "accuracy", "iou", "mean_bf_score", "dice"],
-            data=[
-                [
-                    n,
-                    value("class_accuracy", i),
-                    value("class_iou", i),
-                    value("class_bf_score", i),
-                    value("class_dice", i),
-                ]
-                for i, n in enumerate(names)
-            ],
-        )
-        data = {
-            "test/confusion_matrix": wandb.plot_table(
-                "wandb/confusion_matrix/v1",
-                cm_table,
-                {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-                {"title": "Confusion matrix (test, pixels)"},
-            ),
-            "test/per_class_metrics": per_class,
-        }
-        with tempfile.TemporaryDirectory() as tmp:
-            png = Path(tmp) / "confusion_matrix.png"
-            confusion_matrix_figure(counts, names, png, "Normalized confusion matrix (%), test split")
-            data["test/confusion_matrix_image"] = wandb.Image(str(png))
-            logger.log_now(data, trainer.global_step)
 
 
 # ---- the end of a job -------------------------------------------------------------------------------
@@ -533,6 +319,9 @@ def finish(loggers, run_dir: Path, succeeded: bool = True) -> WandbRunInfo | Non
         if not isinstance(logger, SafeWandbLogger) or not logger.active:
             continue
         run = logger.experiment
+        best = best_epoch_summary(Path(run_dir))
+        if best:
+            logger.guarded("recording the best epoch", run.summary.update, best)
         if succeeded and logger.log_artifacts:
             logger.guarded("logging artifacts", _log_artifacts, logger, Path(run_dir))
         offline = bool(getattr(run, "offline", False)) or run.settings.mode == "offline"
@@ -552,30 +341,3 @@ def finish(loggers, run_dir: Path, succeeded: bool = True) -> WandbRunInfo | Non
                 os.environ["WANDB_DIR"] = logger.previous_wandb_dir
     _abandon_run(exit_code=0 if succeeded else 1)
     return info
-
-
-def run_summary(metrics: dict[str, Any] | None, run_dir: Path, wandb_info: WandbRunInfo | None = None) -> str:
-    """The end-of-run block: Tables 1 and 2 of the test split, the run directory and the W&B run."""
-    from bloodseg.metrics.report import paper_tables
-
-    rule = "=" * 78
-    lines = [rule, "bloodseg: run finished", rule]
-    if metrics is not None:
-        lines += [paper_tables(metrics, "test split"), ""]
-    else:
-        lines += ["(no test evaluation: test_after_fit=false or an empty test split)", ""]
-    run_dir = Path(run_dir).resolve()
-    lines.append(f"Run directory : {run_dir}")
-    lines.append("                metrics.json, metrics.md, confusion_matrix.png, overlays, csv/metrics.csv")
-    lines.append(f"HTML report   : python -m bloodseg.report {run_dir}")
-    if wandb_info is None:
-        lines.append(
-            "W&B           : not used (logger=csv, mode disabled, or it could not start: see the warnings)"
-        )
-    elif wandb_info.mode == "offline":
-        lines.append(f"W&B offline   : {wandb_info.directory}")
-        lines.append(f"                upload later: wandb sync {wandb_info.directory}")
-    else:
-        lines.append(f"W&B           : {wandb_info.url or wandb_info.run_id}")
-    lines.append(rule)
-    return "\n".join(lines)

@@ -41,10 +41,12 @@ from bloodseg.losses import class_weights
 from bloodseg.metrics.report import DATASET_KEYS
 from bloodseg.module import CHECKPOINT_KEY
 from bloodseg.outputs import check_output_dir
+from bloodseg.paper_figures import write_training_figures
 from bloodseg.run_lock import RunDirectoryInUse, run_lock
+from bloodseg.run_summary import run_summary
+from bloodseg.sweep_end import summarise_stopped_sweep
 from bloodseg.sweeps import assign_job_gpu, write_job_status
 from bloodseg.tracking import finish as finish_tracking
-from bloodseg.tracking import run_summary
 
 log = logging.getLogger("bloodseg.train")
 
@@ -127,6 +129,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg.loss.class_weighting.value,
         ", ".join(f"{n}={w:.4f}" for n, w in zip(datamodule.table.names, weights.tolist(), strict=True)),
     )
+    if rank_zero_only.rank == 0:  # the paper's Figures 4 (ground truth) and 5 (class pixels, weights)
+        write_training_figures(run_dir, datamodule, weights.tolist(), cfg.loss.class_weighting.value)
     module = build_module(cfg, datamodule, weights)
     resume_step = None
     if resumed:
@@ -263,7 +267,12 @@ def cli() -> None:
     except BloodsegError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    main()
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):  # a multirun stopped on a failed job: still show what ran
+            summarise_stopped_sweep()
+        raise
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: list[str], path: Pa
     plt.close(fig)
 
 
-def _sort_key(value: str):
+def value_sort_key(value: str):
+    """Numbers in numeric order before other values in text order (for swept values such as 0.01, 0.001)."""
     try:
         return (0, float(value), "")
     except (TypeError, ValueError):
@@ -144,8 +145,8 @@ def _sort_key(value: str):
 
 def sweep_heatmap(points: list[tuple[str, str, float]], keys: list[str], path: Path) -> None:
     """Mean IoU of a two-key grid as a heatmap (rows = keys[0] values, columns = keys[1] values)."""
-    rows = sorted({p[0] for p in points}, key=_sort_key)
-    cols = sorted({p[1] for p in points}, key=_sort_key)
+    rows = sorted({p[0] for p in points}, key=value_sort_key)
+    cols = sorted({p[1] for p in points}, key=value_sort_key)
     grid = np.full((len(rows), len(cols)), np.nan)
     for r, c, value in points:
         grid[rows.index(r), cols.index(c)] = value

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bloodseg.aggregate import aggregate, main
-from bloodseg.sweep_report import write_sweep_summary
+from bloodseg.sweep_results import write_sweep_summary
 
 
 def make_job(root, num, overrides, mean_iou=None, status=None, val_iou=None):
@@ -140,3 +140,33 @@ def test_sweep_table_ranks_on_validation_when_present(val_sweep):
         ("0.01", "0.62000"),
         ("0.01", "0.60000"),
     ]
+
+
+def test_one_seed_shows_the_value_alone_and_says_n_1(tmp_path):
+    """A configuration run with one seed has no spread: no fake "± 0.000", the seeds column says n=1."""
+    make_job(tmp_path, 0, ["optimizer.lr=0.01", "seed=1"], 0.70)
+    out, md = tmp_path / "results.json", tmp_path / "tables.md"
+    assert main([str(tmp_path), "--out", str(out), "--md", str(md)]) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["dataset"]["mean_iou"] == pytest.approx(0.70) and run["dataset_std"]["mean_iou"] is None
+    text = md.read_text()
+    assert "±" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| `"))
+    assert "| n=1 |" in row and "| 0.700 |" in row
+    assert "n=1 seed shows its value alone" in text
+
+
+def test_sweep_report_of_a_single_run_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from bloodseg.sweep_report import main as sweep_report
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["optimizer.lr=0.01"]))
+    before = sorted(p.name for p in run.iterdir())
+    assert sweep_report([str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(run) in err
+    assert "single run" in err and "python -m bloodseg.report" in err  # what to do instead
+    assert sorted(p.name for p in run.iterdir()) == before  # no sweep summary or heatmap written into it
+    assert sweep_report([str(tmp_path / "missing")]) == 2
+    assert "not a multirun directory" in capsys.readouterr().err

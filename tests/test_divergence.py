@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from bloodseg.divergence import DivergenceGuard, TrainingDiverged
-from bloodseg.sweep_report import collect_jobs
+from bloodseg.sweep_results import collect_jobs
 
 
 class Poisoned(L.LightningModule):

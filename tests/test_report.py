@@ -12,10 +12,10 @@ import yaml
 from conftest import run_cli, run_tool
 from test_wandb import run_smoke_sweep, wandb_sandbox  # noqa: F401  (W&B caches in a temp dir)
 
-from bloodseg.report import write_report
+from bloodseg.report_page import write_report
 
-RUN_SECTIONS = {"curves", "metrics", "confusion", "overlays", "files"}
-SWEEP_SECTIONS = RUN_SECTIONS | {"sweep", "heatmap"}
+RUN_SECTIONS = {"curves", "metrics", "figure4", "figure5", "confusion", "overlays", "config", "files"}
+SWEEP_SECTIONS = {"sweep", "comparison", "sweep-curves", "job-0", "job-1"}
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -32,6 +32,8 @@ class Page(HTMLParser):
         self.sections: list[str] = []
         self.open_section: str | None = None
         self.section_images: dict[str, int] = {}
+        self.classes: list[str] = []
+        self.text: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -47,6 +49,11 @@ class Page(HTMLParser):
             self.section_images[self.open_section] = self.section_images.get(self.open_section, 0) + 1
         if tag in ("a", "link") and "href" in attrs:
             self.links.append(attrs["href"])
+        if attrs.get("class"):
+            self.classes.append(attrs["class"])
+
+    def handle_data(self, data):
+        self.text.append(data)
 
 
 def parse_report(path: Path) -> tuple[str, Page]:
@@ -64,6 +71,7 @@ def assert_self_contained(text: str, page: Page) -> None:
     for value in page.attributes:
         assert not value.startswith("//") and "://" not in value, value
     assert all(link.startswith("#") for link in page.links), page.links
+    assert {link[1:] for link in page.links} <= set(page.ids)  # every link lands on a section of the file
     assert page.images
     for image in page.images:
         src = image["src"]
@@ -86,12 +94,39 @@ def test_report_of_a_run(smoke_run):
     text, page = parse_report(out)
     assert_self_contained(text, page)
     assert RUN_SECTIONS <= set(page.sections), page.sections
-    assert page.section_images.get("curves") == 1 and page.section_images.get("confusion") == 1
-    assert page.section_images.get("overlays") == 2  # best and worst test image
+    # summary curves and the per-class panel; Figures 4 to 7, each from its PNG in the run directory
+    assert page.section_images.get("curves") == 2 and "Per-class curves" in text
+    assert {img["alt"] for img in page.images} >= {
+        "training curves",
+        "per-class curves",
+        "Figure 4",
+        "Figure 5",
+    }
+    assert page.section_images.get("figure4") == 1 and page.section_images.get("figure5") == 1
+    assert page.section_images.get("confusion") == 1  # Figure 6
+    assert page.section_images.get("overlays") == 2  # Figure 7: best and worst test image
+    assert (run_dir / "figure4_ground_truth.png").is_file() and (
+        run_dir / "figure5_class_pixels.png"
+    ).is_file()
+    for words in (
+        "Figure 4. Ground truth",
+        "Figure 5. Labelled pixels",
+        "Figure 6. Normalised confusion",
+        "Figure 7. Best and worst",
+        "Per-class IoU: background",
+    ):
+        assert words in text, words
+    # a colour legend under every Figure 7 overlay: one swatch per class and "unlabelled" (Figure 4 draws
+    # its own, with the hatching that marks unlabelled pixels)
+    legends = text.count('<div class="legend">')
+    assert legends == 2
+    assert text.count("unlabelled (image shows through)") == legends and text.count(">wbc</span>") == legends
     for words in ("Table 1. Semantic segmentation metrics", "Table 2. Class metrics", "Mean BF Score", "wbc"):
         assert words in text
     assert "Dice" in text and "Rules: evaluation.semantics=matlab_current" in text
-    assert "wandb sync" in text  # where the offline W&B run is and how to upload it
+    assert "Full config (.hydra/config.yaml)" in text and "class_weighting: median_frequency" in text
+    assert "wandb sync" in text and "wandb leet" in text  # how to view and upload the offline W&B run
+    assert "banner" not in page.classes  # it did not fail
 
 
 @pytest.mark.slow
@@ -102,25 +137,35 @@ def test_report_of_a_sweep(sweep, tmp_path):
     text, page = parse_report(out)
     assert_self_contained(text, page)
     assert SWEEP_SECTIONS <= set(page.sections), page.sections
-    assert page.sections[:2] == ["sweep", "heatmap"]
-    assert page.section_images.get("heatmap") == 1  # one swept key: the bar chart stands in for the heatmap
-    for job in ("0", "1"):
-        assert f'<td class="l">{job}</td>' in text  # one table row per job
-    assert "Varying: seed." in text
+    assert page.sections[:3] == ["sweep", "comparison", "sweep-curves"]
+    for job in ("0", "1"):  # one table row per job, linked to that job's own section
+        assert f'<td class="l"><a href="#job-{job}">{job}</a></td>' in text
+        assert f"#job-{job}" in page.links and f"job-{job}" in page.sections
+    alts = [img["alt"] for img in page.images]
+    assert "parallel coordinates" in alts and "dot chart seed" in alts  # one key: dot chart, no heatmap
+    assert "curves of every job" in alts and alts.count("per-class curves") == 2  # every job's panel
+    assert "Varying: seed." in text and "wandb leet" in text
 
 
 @pytest.mark.slow
-def test_two_swept_keys_get_the_sweep_heatmap(sweep, tmp_path):
-    """The same sweep with a second key varying between its jobs: sweep_report's heatmap is embedded."""
+def test_two_swept_keys_get_the_sweep_heatmap_and_failed_jobs_a_banner(sweep, tmp_path):
+    """The same sweep with a second key varying between its jobs and one job failed."""
     grid = tmp_path / "grid"
     shutil.copytree(sweep, grid, ignore=shutil.ignore_patterns("*.ckpt", "wandb"))
-    for job, lr in (("0", "0.01"), ("1", "0.001")):
+    for job, lr, weighting in (("0", "0.01", "none"), ("1", "0.001", "median_frequency")):
         path = grid / job / ".hydra" / "overrides.yaml"
-        path.write_text(yaml.safe_dump([*yaml.safe_load(path.read_text()), f"optimizer.lr={lr}"]))
+        added = [f"optimizer.lr={lr}", f"loss.class_weighting={weighting}"]
+        path.write_text(yaml.safe_dump([*yaml.safe_load(path.read_text()), *added]))
     text, page = parse_report(write_report(grid))
     assert_self_contained(text, page)
-    heatmap = [img for img in page.images if img.get("alt") == "sweep heatmap"]
-    assert len(heatmap) == 1
+    assert [img["alt"] for img in page.images].count("sweep heatmap") == 1
+    (grid / "1" / "metrics.json").unlink()
+    (grid / "1" / "job_status.json").write_text(
+        '{"status": "failed", "error": "RuntimeError: diverged <nan>"}'
+    )
+    text, page = parse_report(write_report(grid))
+    assert "banner" in page.classes and "1 of 2 jobs failed or are incomplete" in text
+    assert "RuntimeError: diverged &lt;nan&gt;" in text and "This job failed" in text
 
 
 def test_report_of_something_else_fails_cleanly(tmp_path):
@@ -134,6 +179,37 @@ def test_report_of_a_failed_run_shows_the_failure(tmp_path):
     (run_dir / "job_status.json").write_text(
         '{"status": "failed", "error": "MisconfigurationException: logged <twice>", "traceback": "line 1"}'
     )
-    text = write_report(run_dir).read_text()
+    text, page = parse_report(write_report(run_dir))
+    assert "banner" in page.classes  # the failure is the first thing on the page
     assert "This run failed" in text and "MisconfigurationException: logged &lt;twice&gt;" in text
     assert "No metrics.json" not in text
+
+
+def test_a_loss_spanning_decades_gets_a_log_axis_and_curves_render_without_a_validation_split():
+    from bloodseg.report_figures import per_class_curves_png, spans_decades, summary_curves_png
+
+    assert (
+        spans_decades([590.0, 3.1, 1.2]) and not spans_decades([3.1, 1.2]) and not spans_decades([0.0, 5.0])
+    )
+    series = {
+        "train/loss_epoch": [(0.0, 4.0), (1.0, 1.0)],
+        "test/loss": [(2.0, 590.0)],  # a diverged test loss
+        "train/iou/wbc": [(0.0, 0.1), (1.0, 0.2)],
+        "test/iou/wbc": [(2.0, 0.3)],
+    }
+    assert summary_curves_png(series).startswith(PNG) and per_class_curves_png(series).startswith(PNG)
+    assert per_class_curves_png({"train/loss_epoch": [(0.0, 1.0)]}) is None  # no per-class series
+
+
+def test_seeds_become_error_bars_of_the_other_key(tmp_path):
+    """lr x seed: one dot chart over lr with the seeds as error bars, no lr x seed heatmap."""
+    from test_aggregate import make_job
+
+    for num, (lr, seed, iou) in enumerate([("0.01", 1, 0.70), ("0.01", 2, 0.74), ("0.001", 1, 0.80)]):
+        make_job(tmp_path, num, ["experiment=segnet_vgg16", f"optimizer.lr={lr}", f"seed={seed}"], iou)
+    text, page = parse_report(write_report(tmp_path))
+    assert_self_contained(text, page)
+    alts = [img["alt"] for img in page.images]
+    assert "dot chart optimizer.lr" in alts and "sweep heatmap" not in alts and "parallel coordinates" in alts
+    for job in ("0", "1", "2"):
+        assert f'<a href="#job-{job}">{job}</a>' in text and f"job-{job}" in page.sections

@@ -18,7 +18,7 @@ from conftest import ROOT, SMOKE, compose_train, run_cli, run_tool
 
 from bloodseg.models.segnet import SegNet
 from bloodseg.module import SegmentationModule
-from bloodseg.sweep_report import collect_jobs, write_sweep_summary
+from bloodseg.sweep_results import collect_jobs, write_sweep_summary
 from bloodseg.train import objective
 
 pytestmark = pytest.mark.slow
@@ -81,6 +81,11 @@ def test_failed_jobs_are_recorded_and_listed(tmp_path):
     assert statuses["0.99"].status == "failed" and "train split" in statuses["0.99"].error
     text = write_sweep_summary(tmp_path)["md"].read_text()
     assert "Failed or incomplete jobs" in text and "train split" in text
+    # Hydra skips its end-of-multirun callback after a failed job: the summary is printed all the same
+    assert (
+        "bloodseg: sweep stopped (a job failed" in result.stdout
+        and "Failed or incomplete jobs" in result.stdout
+    )
 
 
 def test_parallel_jobs_each_get_their_own_gpu_id(tmp_path):

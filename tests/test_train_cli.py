@@ -25,6 +25,8 @@ def test_smoke_run_writes_every_artifact(smoke_run):
         "confusion_matrix.csv",
         "csv/metrics.csv",
         "data_report.json",
+        "figure4_ground_truth.png",  # the paper's Figure 4: ground truth over a training image
+        "figure5_class_pixels.png",  # Figure 5: pixels per class in the training split, with the weights
     ]:
         assert (run_dir / name).is_file(), name
     split = json.loads((run_dir / "split.json").read_text())

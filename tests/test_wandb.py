@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,7 @@ def run_smoke_sweep(tmp_path_factory) -> Path:
         "bloodseg.train", "-m", *SMOKE, "logger=wandb", "seed=1,2", f"hydra.sweep.dir={sweep_dir}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir.parent / "shared_smoke_sweep.stdout").write_text(result.stdout)  # what the user saw
     return sweep_dir
 
 
@@ -117,9 +119,9 @@ def test_default_smoke_run_keeps_an_offline_wandb_run_in_its_run_dir(smoke_run):
     run_id = (run_dir / tracking.RUN_ID_FILE).read_text().strip()
     assert run["run"]["run_id"] == run_id and run["dir"].name.endswith(run_id)
     assert run["exit_code"] == 0  # finished cleanly at the end of the job
-    assert (
-        f"wandb sync {run_dir.resolve()}/wandb/{run['dir'].name}" in result.stdout
-    )  # how to upload it later
+    offline_dir = f"{run_dir.resolve()}/wandb/{run['dir'].name}"
+    assert f"wandb sync {offline_dir}" in result.stdout  # how to upload it later
+    assert f"wandb leet {offline_dir}" in result.stdout  # and how to look at it offline
     assert "Table 1. Semantic segmentation metrics" in result.stdout and str(run_dir) in result.stdout
 
 
@@ -134,12 +136,18 @@ def test_offline_run_holds_names_config_and_every_metric(smoke_run):
     assert meta["display_name"].startswith("segnet_vgg16") and "debug=smoke" in meta["display_name"]
     assert {"segnet_vgg16", "weighting:median_frequency", "debug:smoke"} <= set(meta["tags"])
 
-    config = run["config"]  # the full resolved config, enums as strings, plus the class weights
-    assert config["name"] == "segnet_vgg16" and config["model"]["name"] == "segnet_vgg16"
-    assert config["loss"]["class_weighting"] == "median_frequency"
-    assert config["data"]["image_size"] == [64, 96] and config["trainer"]["max_epochs"] == 2
+    # the full resolved config under flat keys, enums as strings, plus the class weights
+    config = run["config"]
+    assert config["name"] == "segnet_vgg16" and config["model.name"] == "segnet_vgg16"
+    assert config["loss.class_weighting"] == "median_frequency"  # group-by / parallel coordinates keys
+    assert config["data.image_size"] == [64, 96] and config["trainer.max_epochs"] == 2
+    assert "optimizer.lr" in config and "optimizer" not in config  # flat, not nested
     assert config["run_dir"] == str(run_dir.resolve())
     assert set(config["class_weights"]) == {"background", "rbc", "wbc"}
+
+    records = [r["metric"] for r in run["records"] if r["type"] == "metric"]
+    metrics = {r.get("name"): json.dumps(r) for r in records}
+    assert "val/mean_iou" in metrics and '"max"' in metrics["val/mean_iou"]  # summary: the best, not the last
 
     keys = logged_keys(run)
     expected = {"train/loss_step", "train/loss_epoch", "test/loss", "lr-SGD", "trainer/global_step"}
@@ -216,6 +224,38 @@ def test_multirun_jobs_are_distinct_runs_in_one_group(sweep):
     assert all("multirun" in r["run"]["tags"] for r in runs)
     assert all(r["exit_code"] == 0 for r in runs)
     assert [r["config"]["seed"] for r in runs] == [1, 2]  # each run holds its own job's config only
+
+
+@slow
+def test_multirun_ends_with_the_sweep_summary_and_how_to_view_it(sweep):
+    stdout = (sweep.parent / "shared_smoke_sweep.stdout").read_text()
+    end = stdout[stdout.index("bloodseg: sweep finished") :]
+    assert "| seed |" in end and "| 1 |" in end and "| 2 |" in end  # the sweep table, one row per job
+    assert f"python -m bloodseg.sweep_report {sweep.resolve()}" in end
+    assert f"wandb leet {sweep.resolve() / 'wandb'}" in end and "wandb sync" in end
+    assert (sweep / "sweep_summary.md").is_file()
+
+
+@slow
+def test_wandb_leet_lists_every_job_of_the_sweep_by_a_readable_name(sweep):
+    """<sweep>/wandb holds one link per job named after its overrides, in the form `wandb leet` discovers."""
+    links = sorted((sweep / "wandb").iterdir())
+    names = [link.name for link in links]
+    assert len(links) == 2 and all(link.is_symlink() for link in links), names
+    assert names[0].endswith("-job0-seed=1") and names[1].endswith("-job1-seed=2"), names
+    assert all(re.match(r"run-\d{8}_\d{6}-", name) for name in names)  # leet's pattern for a run folder
+    for job, link in zip(("0", "1"), links, strict=True):
+        result = subprocess.run(
+            [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(link)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=link.parent,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        summary = json.loads(result.stdout)
+        assert summary["run_id"] == (sweep / job / tracking.RUN_ID_FILE).read_text().strip()
+        assert f"seed={int(job) + 1}" in summary["name"]
 
 
 # ---- failures ----------------------------------------------------------------------------------------
@@ -349,3 +389,24 @@ def test_wandb_is_on_by_default_and_smoke_turns_artifacts_off():
     smoke = compose_train(SMOKE)
     assert not smoke.logger.wandb.log_artifacts and smoke.logger.wandb.log_images_every_n_epochs == 1
     assert compose_train([*SMOKE, "logger=csv"]).logger.wandb is None
+
+
+def test_best_epoch_comes_from_the_csv_history(tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text(
+        "epoch,step,val/mean_iou,train/loss_epoch\n0,2,0.40,\n0,2,,3.0\n1,5,0.62,\n2,8,0.55,\n"
+    )
+    assert tracking.best_epoch_summary(tmp_path) == {"best/val_mean_iou": 0.62, "best/epoch": 1}
+    assert tracking.best_epoch_summary(tmp_path / "elsewhere") == {}  # no history, no summary
+
+
+def test_the_wandb_config_is_flat():
+    from bloodseg.wandb_naming import flat_config
+
+    nested = {"optimizer": {"lr": 0.01, "betas": [0.9, 0.99]}, "loss": {"class_weighting": "none"}, "seed": 1}
+    assert flat_config(nested) == {
+        "optimizer.lr": 0.01,
+        "optimizer.betas": [0.9, 0.99],
+        "loss.class_weighting": "none",
+        "seed": 1,
+    }
