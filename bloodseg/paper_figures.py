@@ -64,6 +64,14 @@ def figure4(image: np.ndarray, mask: np.ndarray, names, colors, path: Path, capt
     return Path(path)
 
 
+def label_bars(axes, texts: list[str], heights) -> None:
+    """Write each bar's text just above its top."""
+    for i, (text, height) in enumerate(zip(texts, heights, strict=True)):
+        axes.annotate(
+            text, (i, height), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points"
+        )
+
+
 def figure5(names, pixel_counts, weights, weighting: str, path: Path) -> Path:
     """Figure 5: labelled pixels per class in the training split (bars, log axis, share in %) beside the
     class weights in force (``weighting``: the loss.class_weighting rule); written to ``path``."""
@@ -77,31 +85,15 @@ def figure5(names, pixel_counts, weights, weighting: str, path: Path) -> Path:
     left.set_xticks(x, names)
     left.set_ylabel("labelled pixels (training split)")
     left.set_title("Pixels per class")
-    for i, (n, s) in enumerate(zip(counts, share, strict=True)):
-        left.annotate(
-            f"{int(n):,}\n{s:.1f}%",
-            (i, max(n, 1)),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            xytext=(0, 2),
-            textcoords="offset points",
-        )
+    label_bars(
+        left, [f"{int(n):,}\n{s:.1f}%" for n, s in zip(counts, share, strict=True)], np.maximum(counts, 1)
+    )
     left.margins(y=0.25)
     right.bar(x, weights, color="#e07b1a")
     right.set_xticks(x, names)
     right.set_ylabel("class weight")
     right.set_title(f"Class weights ({weighting})")
-    for i, w in enumerate(weights):
-        right.annotate(
-            f"{w:.3f}",
-            (i, w),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            xytext=(0, 2),
-            textcoords="offset points",
-        )
+    label_bars(right, [f"{w:.3f}" for w in weights], weights)
     right.margins(y=0.15)
     fig.suptitle("Figure 5. Class frequencies in the training split and the loss weights in force")
     fig.tight_layout()

@@ -7,6 +7,7 @@ import base64
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +108,30 @@ def per_image_rows(run_dir: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], [[r[0], *[fmt(float(x)) if x else "n/a" for x in r[1:]]] for r in rows[1:]]
 
 
+OVERLAY_NAME = re.compile(r"overlay_(best|worst|only\d+|most\d+)_(.+)")
+
+
+def overlay_kind(kind: str, names: list[str]) -> str:
+    """What an overlay file's kind means: best / worst by mean IoU, or the image showing one class best."""
+    if kind in ("best", "worst"):
+        return f"{kind} test image by mean IoU"
+    k = int(kind[4:])
+    name = names[k] if k < len(names) else f"class {k}"
+    return (
+        f"test image with only {name} among the cell classes"
+        if kind.startswith("only")
+        else f"best {name} test image"
+    )
+
+
 def overlay_caption(kind: str, image_id: str, per_image: dict[str, dict[str, str]], names: list[str]) -> str:
     """Figure 7's caption: which image, and the IoU of each class on it."""
     values = per_image.get(image_id, {})
     ious = ", ".join(f"{n} {fmt(_float(values.get(f'iou_{n}')), 3)}" for n in names if f"iou_{n}" in values)
-    return f"{kind} test image by mean IoU: {image_id} (image | ground truth | prediction). Per-class IoU: {ious or 'n/a'}"
+    return (
+        f"{overlay_kind(kind, names)}: {image_id} (image | ground truth | prediction). "
+        f"Per-class IoU: {ious or 'n/a'}"
+    )
 
 
 def _float(text: str | None) -> float | None:
@@ -143,17 +163,15 @@ def run_context(run_dir: Path, anchor: str, title: str, note: str = "") -> dict[
     header, image_rows = per_image_rows(run_dir)
     per_image = {row[0]: dict(zip(header, row, strict=False)) for row in _raw_rows(run_dir)}
     overlays = []
-    for kind in ("best", "worst"):
-        for path in sorted(run_dir.glob(f"overlay_{kind}_*.png")):
-            image_id = path.stem.split("_", 2)[2]
-            overlays.append(
-                figure(
-                    path.read_bytes(),
-                    path.stem,
-                    overlay_caption(kind, image_id, per_image, names),
-                    legend=legend,
-                )
+    order = {"best": 0, "worst": 1}
+    found = [(m, p) for p in run_dir.glob("overlay_*.png") if (m := OVERLAY_NAME.fullmatch(p.stem))]
+    for match, path in sorted(found, key=lambda mp: (order.get(mp[0][1], 2), mp[0][1], mp[1].name)):
+        kind, image_id = match[1], match[2]
+        overlays.append(
+            figure(
+                path.read_bytes(), path.stem, overlay_caption(kind, image_id, per_image, names), legend=legend
             )
+        )
     context: dict[str, Any] = {
         "anchor": anchor,
         "title": title,

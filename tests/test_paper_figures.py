@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bloodseg.config import IGNORE_INDEX
+from bloodseg.metrics.report import class_showcase
 from bloodseg.paper_figures import UNLABELLED_COLOR, figure4, figure5
 
 NAMES, COLORS = ["background", "rbc", "wbc"], [(255, 255, 0), (0, 0, 255), (0, 255, 0)]
@@ -35,3 +37,18 @@ def test_figure5_draws_pixel_counts_beside_the_weights(tmp_path):
     assert picture.size[0] > picture.size[1] > 200  # two panels side by side
     orange = np.asarray(picture.convert("RGB")).reshape(-1, 3)
     assert ((orange == (224, 123, 26)).all(1)).sum() > 1000  # the weight bars (#e07b1a) are drawn
+
+
+def test_class_showcase_prefers_images_with_that_cell_class_alone():
+    nan = float("nan")
+    # rows: images; columns: background, rbc, wbc IoU (NaN: the class is on neither truth nor prediction)
+    class_iou = torch.tensor(
+        [
+            [0.9, 0.80, 0.70],  # both cell classes
+            [0.9, 0.60, nan],  # rbc alone
+            [0.9, 0.95, 0.10],  # the best rbc IoU, but wbc is there too
+            [0.9, nan, nan],  # background only
+        ]
+    )
+    assert class_showcase(class_iou) == {1: (1, True), 2: (0, False)}  # no wbc-only image: the best wbc IoU
+    assert class_showcase(torch.tensor([[1.0, nan, nan]])) == {}  # no cell class anywhere

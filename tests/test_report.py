@@ -104,7 +104,10 @@ def test_report_of_a_run(smoke_run):
     }
     assert page.section_images.get("figure4") == 1 and page.section_images.get("figure5") == 1
     assert page.section_images.get("confusion") == 1  # Figure 6
-    assert page.section_images.get("overlays") == 2  # Figure 7: best and worst test image
+    # Figure 7: best and worst test image, then per cell class the image showing it best
+    class_overlays = sorted(p.stem.split("_")[1] for p in run_dir.glob("overlay_*.png"))
+    assert {"best", "worst"} < set(class_overlays) and any(k.endswith("1") for k in class_overlays)
+    assert page.section_images.get("overlays") == len(class_overlays)
     assert (run_dir / "figure4_ground_truth.png").is_file() and (
         run_dir / "figure5_class_pixels.png"
     ).is_file()
@@ -114,12 +117,13 @@ def test_report_of_a_run(smoke_run):
         "Figure 6. Normalised confusion",
         "Figure 7. Best and worst",
         "Per-class IoU: background",
+        "rbc test image",
     ):
         assert words in text, words
     # a colour legend under every Figure 7 overlay: one swatch per class and "unlabelled" (Figure 4 draws
     # its own, with the hatching that marks unlabelled pixels)
     legends = text.count('<div class="legend">')
-    assert legends == 2
+    assert legends == len(class_overlays)
     assert text.count("unlabelled (image shows through)") == legends and text.count(">wbc</span>") == legends
     for words in ("Table 1. Semantic segmentation metrics", "Table 2. Class metrics", "Mean BF Score", "wbc"):
         assert words in text

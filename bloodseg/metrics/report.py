@@ -287,6 +287,24 @@ def extremes(scores: torch.Tensor, count: int) -> tuple[list[int], list[int]]:
     return valid[:count], valid[::-1][:count]
 
 
+def class_showcase(class_iou: torch.Tensor, background: int = 0) -> dict[int, tuple[int, bool]]:
+    """For each class but background, (row, alone) of the image that shows it best: the highest IoU of
+    that class among images where it is the only non-background class present (alone=True), else
+    among all images where it is present (its IoU is not NaN). Classes present nowhere are left out."""
+    scores = class_iou.double()
+    present = ~torch.isnan(scores)
+    cells = [k for k in range(scores.shape[1]) if k != background]
+    picks: dict[int, tuple[int, bool]] = {}
+    for k in cells:
+        alone = present[:, k] & ~present[:, [c for c in cells if c != k]].any(1)
+        for rows, only in ((alone, True), (present[:, k], False)):
+            if bool(rows.any()):
+                candidates = torch.where(rows, scores[:, k], torch.tensor(-1.0, dtype=torch.float64))
+                picks[k] = (int(candidates.argmax()), only)
+                break
+    return picks
+
+
 Renderer = Callable[[int], tuple[np.ndarray | None, np.ndarray, np.ndarray]]
 
 
@@ -309,7 +327,9 @@ def write_evaluation(
     metrics.json, metrics.md, confusion_matrix.csv / .png, per_image_metrics.csv and, when
     ``render(row)`` gives (image or None, truth, prediction) for a row, overlays of the best and
     worst images by mean IoU over the classes present (NaN skipped, so an image missing a class
-    still ranks; overlay_best_<id>.png, overlay_worst_<id>.png). Callers print the
+    still ranks; overlay_best_<id>.png, overlay_worst_<id>.png), and per class but background the
+    image showing it best (overlay_only<k>_<id>.png when that class is the only cell class on it,
+    else overlay_most<k>_<id>.png; see class_showcase). Callers print the
     tables (the train command in its end-of-run summary, the evaluate command itself).
     """
     out_dir = Path(out_dir)
@@ -341,4 +361,12 @@ def write_evaluation(
                         comparison(image, truth, pred, class_colors, caption),
                         out_dir / f"overlay_{kind}_{image_ids[row]}.png",
                     )
+            for k, (row, alone) in class_showcase(results["image_class_iou"]).items():
+                image, truth, pred = render(row)
+                what = f"only {class_names[k]}" if alone else f"best {class_names[k]}"
+                caption = f"{image_ids[row]}: {what}, IoU {float(results['image_class_iou'][row, k]):.3f}"
+                save_png(
+                    comparison(image, truth, pred, class_colors, caption),
+                    out_dir / f"overlay_{'only' if alone else 'most'}{k}_{image_ids[row]}.png",
+                )
     return metrics
