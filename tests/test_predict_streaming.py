@@ -168,7 +168,7 @@ def test_predict_streams_large_fields_and_passes_over_bad_files(smoke_run, tmp_p
     tifffile.imwrite(folder / "scan.tif", field, tile=(64, 64), compression="zlib")
     tifffile.imwrite(folder / "damaged.tif", field, tile=(64, 64), compression="zlib")
     with tifffile.TiffFile(folder / "damaged.tif") as tiff:  # garbage inside one tile's data
-        offset = tiff.pages.first.dataoffsets[5]
+        offset = tiff.pages[0].dataoffsets[5]
     data = bytearray((folder / "damaged.tif").read_bytes())
     data[offset : offset + 64] = bytes(64)
     (folder / "damaged.tif").write_bytes(bytes(data))

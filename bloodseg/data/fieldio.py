@@ -81,7 +81,7 @@ class TiffReader(FieldReader):
         self.path = Path(path)
         try:
             self._tiff = tifffile.TiffFile(self.path)
-            page = self._tiff.pages.first
+            page = self._tiff.pages[0]
             shape, dtype = page.shape, np.dtype(page.dtype)
         except Exception as error:  # tifffile raises many types for damaged files
             raise BloodsegError(
@@ -182,8 +182,8 @@ def probe_size(path: Path) -> tuple[int, int]:
 
         try:
             with tifffile.TiffFile(path) as tiff:
-                shape = tiff.pages.first.shape
-                if tiff.pages.first.planarconfig == 2 and len(shape) == 3:
+                shape = tiff.pages[0].shape
+                if tiff.pages[0].planarconfig == 2 and len(shape) == 3:
                     shape = shape[1:]
                 return int(shape[0]), int(shape[1])
         except Exception:

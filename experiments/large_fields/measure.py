@@ -121,8 +121,8 @@ def main() -> None:
     parser.add_argument(
         "--field", action="append", help="HxW:png|tif (default 8000x6000:png, 30000x30000:tif)"
     )
-    parser.add_argument("overrides", nargs="*", help="predict.KEY=VALUE overrides (after --)")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()  # the rest: predict.KEY=VALUE overrides
+    args.overrides = [o for o in overrides if o != "--"]
     args.workdir.mkdir(parents=True, exist_ok=True)
     for spec in args.field or ["6000x8000:png", "30000x30000:tif"]:
         size, kind = spec.split(":")
