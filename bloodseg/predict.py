@@ -85,6 +85,7 @@ class PredictSettings:
     stream_pixels: int = 16_777_216
     stream_tile: int = 512
     max_picture_pixels: int = 67_108_864
+    max_count_pixels: int = 268_435_456
 
 
 @dataclass
@@ -153,10 +154,10 @@ def check_settings(s: DictConfig) -> None:
         )
     if s.max_whole_pixels < 1:
         raise BloodsegError(f"predict.max_whole_pixels={s.max_whole_pixels} must be at least 1")
-    if s.stream_pixels < 0 or s.max_picture_pixels < 1:
+    if s.stream_pixels < 0 or s.max_picture_pixels < 1 or s.max_count_pixels < 0:
         raise BloodsegError(
-            f"predict.stream_pixels={s.stream_pixels} must be >= 0 and predict.max_picture_pixels="
-            f"{s.max_picture_pixels} >= 1"
+            f"predict.stream_pixels={s.stream_pixels} and predict.max_count_pixels={s.max_count_pixels} "
+            f"must be >= 0, predict.max_picture_pixels={s.max_picture_pixels} >= 1"
         )
     if s.stream_tile < 0 or s.stream_tile % 32:
         raise BloodsegError(
@@ -330,7 +331,16 @@ class Run:
                     timing = stream_field(
                         module, reader, plan, device, s.batch_size * tile[0] * tile[1], sink, bar.update
                     )
-                counts, cells = sink.finish(self.counting)
+                count = reader.size[0] * reader.size[1] <= s.max_count_pixels
+                if not count:
+                    log.warning(
+                        "%s: cells not counted: %.0f Mpx is beyond predict.max_count_pixels (%.0f Mpx); "
+                        "counts.csv has the pixel areas, cells.csv no rows for it",
+                        path.name,
+                        reader.size[0] * reader.size[1] / 1e6,
+                        s.max_count_pixels / 1e6,
+                    )
+                counts, cells = sink.finish(self.counting if count else None)
             except BaseException:
                 sink.discard()
                 raise
@@ -338,12 +348,12 @@ class Run:
         finally:
             reader.close()
         log.info(
-            "%s: %d tiles in %.1f s (%.3f tiles/s), %d cells counted window by window",
+            "%s: %d tiles in %.1f s (%.3f tiles/s)%s",
             path.name,
             timing["tiles"],
             timing["seconds"],
             timing["tiles_per_s"],
-            len(cells),
+            f", {len(cells)} cells counted window by window" if count else "",
         )
         entry = {"mode": plan.mode, "tiles": plan.tiles, "streamed": True, "tile_size": list(plan.tile)}
         self.record(path, counts, cells, {**entry, **timing, "picture_step": sink.step})
@@ -354,7 +364,7 @@ def summary_line(summary: dict) -> str:
     totals = {}
     for row in summary["images"]:
         for name, value in row["counts"].items():
-            totals[name] = totals.get(name, 0) + value["count"]
+            totals[name] = totals.get(name, 0) + (value["count"] or 0)
     cells = ", ".join(f"{n} {name}" for name, n in totals.items())
     return (
         f"predicted {summary['predicted']} image(s), skipped {len(summary['skipped'])} (unreadable or failed); "

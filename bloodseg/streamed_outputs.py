@@ -94,18 +94,22 @@ class StreamedOutputs:
         for class_id, picture in enumerate(self.pictures[1:], start=1):
             picture.write(separation(image, labels, class_id))
 
-    def finish(self, settings: CountSettings) -> tuple[dict[str, dict[str, int]], list[dict]]:
-        """Close the pictures, count the cells; returns (counts per class, one row per cell)."""
+    def finish(self, settings: CountSettings | None) -> tuple[dict[str, dict], list[dict]]:
+        """Close the pictures and count the cells (settings None: not counted, counts are None);
+        returns (counts and pixel areas per class, one row per cell)."""
         for png in [self.labels, *self.pictures]:
             png.close()
         names = list(self.meta["class_names"])
-        cells = cells_in_windows(self.store.read, self.size, names, settings)
+        cells = None if settings is None else cells_in_windows(self.store.read, self.size, names, settings)
         counts = {
-            name: {"count": sum(1 for c in cells if c["class"] == name), "area_px": int(self.areas[class_id])}
+            name: {
+                "count": None if cells is None else sum(1 for c in cells if c["class"] == name),
+                "area_px": int(self.areas[class_id]),
+            }
             for class_id, name in enumerate(names)
             if class_id > 0
         }
-        return counts, cells
+        return counts, cells or []
 
     def discard(self) -> None:
         """After a failure: close and delete everything written for this field."""
