@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -172,6 +173,7 @@ def test_predict_streams_large_fields_and_passes_over_bad_files(smoke_run, tmp_p
     data = bytearray((folder / "damaged.tif").read_bytes())
     data[offset : offset + 64] = bytes(64)
     (folder / "damaged.tif").write_bytes(bytes(data))
+    tifffile.imwrite(folder / "wide.tif", generate_smear(23, 100, 700)[0], tile=(64, 64))
     Image.fromarray(generate_smear(22, 40, 50)[0]).save(folder / "small.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # scan.tif (60,000 px) is beyond it
@@ -183,13 +185,14 @@ def test_predict_streams_large_fields_and_passes_over_bad_files(smoke_run, tmp_p
         f"output_dir={out}",
         "predict.stream_tile=128",
         "predict.max_picture_pixels=20000",
+        "predict.max_count_pixels=65000",  # scan.tif is counted, wide.tif (70,000 px) is not
     )
     monkeypatch.undo()  # PIL's own limit back, to read the outputs
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "DecompressionBomb" not in result.stderr
     assert "2 file(s) not predicted: broken.png, damaged.tif" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(r["image"] for r in summary["images"]) == ["scan.tif", "small.png"]
+    assert sorted(r["image"] for r in summary["images"]) == ["scan.tif", "small.png", "wide.tif"]
     scan = next(r for r in summary["images"] if r["image"] == "scan.tif")
     tiles = scan["tiles"]
     assert scan["streamed"] and tiles == plan_stream((200, 300), "tile", (64, 96), 1, 0.25, 128).tiles == 6
@@ -202,3 +205,9 @@ def test_predict_streams_large_fields_and_passes_over_bad_files(smoke_run, tmp_p
     assert scan["counts"]["rbc"]["area_px"] == area
     assert not list(out.glob("damaged*")) and not list(out.glob(".*raw"))
     assert (out / "small_instances.png").exists() and not (out / "scan_instances.png").exists()
+    wide = next(r for r in summary["images"] if r["image"] == "wide.tif")
+    assert "wide.tif: cells not counted" in result.stderr and wide["counts"]["rbc"]["count"] is None
+    assert np.asarray(Image.open(out / "wide_labels.png")).shape == (100, 700)
+    with open(out / "counts.csv") as handle:
+        rows = {row["image"]: row for row in csv.DictReader(handle)}
+    assert rows["wide.tif"]["rbc_count"] == "" and int(rows["scan.tif"]["rbc_area_px"]) == area
