@@ -90,6 +90,7 @@ class StreamedOutputs:
         last = y0 + len(rows)
         labels = rows[first - y0 :: self.step, :: self.step]
         image = self.reader.read(first, last, 0, self.size[1])[:: self.step, :: self.step]
+        image = np.require(image, requirements=["C", "W"])  # overlay hands it to torch
         self.pictures[0].write(overlay(image, labels, self.meta["class_colors"], self.alpha))
         for class_id, picture in enumerate(self.pictures[1:], start=1):
             picture.write(separation(image, labels, class_id))

@@ -82,10 +82,15 @@ def _mirror(crop: np.ndarray, rows: int, columns: int) -> np.ndarray:
     return np.pad(crop, ((0, pad[0]), (0, pad[1]), (0, 0)), mode="symmetric")
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    """The array, copied only where it is not C-contiguous and writable (torch wants both)."""
+    return np.require(array, requirements=["C", "W"])
+
+
 def reduced_field(reader: FieldReader, size: tuple[int, int]) -> torch.Tensor:
     """The whole field resampled to size (3 x h x w uint8), never holding a tiled reader's field whole."""
     if isinstance(reader, ArrayReader):
-        image = torch.from_numpy(np.ascontiguousarray(reader.image)).permute(2, 0, 1)
+        image = torch.from_numpy(_writable(reader.image)).permute(2, 0, 1)
         return resample(image, size)
     height, width = reader.size
     factor = max(1, min(height // (2 * size[0]), width // (2 * size[1])))
@@ -120,7 +125,7 @@ class WorkImage:
             crop = self.reader.read(y, y1, x, x1)
         else:
             crop = self._scaled(y, y1, x, x1)
-        return torch.from_numpy(np.ascontiguousarray(_mirror(crop, th, tw))).permute(2, 0, 1)
+        return torch.from_numpy(_writable(_mirror(crop, th, tw))).permute(2, 0, 1)
 
     def _scaled(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Work rows y0:y1, columns x0:x1 resampled from the field region around them."""
@@ -129,7 +134,7 @@ class WorkImage:
             _source_span(y0, y1, height, h, self.steps[0]),
             _source_span(x0, x1, width, w, self.steps[1]),
         )
-        region = torch.from_numpy(np.ascontiguousarray(self.reader.read(ya, yb, xa, xb))).permute(2, 0, 1)
+        region = torch.from_numpy(_writable(self.reader.read(ya, yb, xa, xb))).permute(2, 0, 1)
         out = TF.interpolate(
             region[None],
             scale_factor=(h / height, w / width),
