@@ -174,7 +174,7 @@ class RowUpsampler:
 
     def __init__(self, work: tuple[int, int], size: tuple[int, int], sink: Callable[[int, np.ndarray], None]):
         self.work, self.size, self.sink = work, size, sink
-        self.rows: torch.Tensor | None = None  # K x n x W: buffered work rows, resized along columns
+        self.rows: torch.Tensor | None = None  # K x n x w: work rows not yet used up
         self.first = 0  # work row of self.rows[:, 0]
         self.next = 0  # next field row to emit
         ratio = work[0] / size[0]
@@ -189,25 +189,31 @@ class RowUpsampler:
             self.sink(self.next, scores.argmax(0).to(torch.uint8).numpy())
             self.next += scores.shape[1]
             return
-        if scores.shape[2] != self.size[1]:
-            scores = TF.interpolate(
-                scores[None], size=(scores.shape[1], self.size[1]), mode="bilinear", align_corners=False
-            )[0]
         self.rows = scores if self.rows is None else torch.cat([self.rows, scores], 1)
         available = self.first + self.rows.shape[1]
         while self.next < self.size[0] and self.i1[self.next] < available:
             end = self.next
             while end < self.size[0] and end - self.next < UPSAMPLE_ROWS and self.i1[end] < available:
                 end += 1
-            top = torch.from_numpy(self.i0[self.next : end] - self.first)
-            bottom = torch.from_numpy(self.i1[self.next : end] - self.first)
+            low = int(self.i0[self.next]) - self.first  # the work rows these field rows need, resized
+            wide = self._columns(self.rows[:, low : int(self.i1[end - 1]) - self.first + 1])
+            top = torch.from_numpy(self.i0[self.next : end] - self.first - low)
+            bottom = torch.from_numpy(self.i1[self.next : end] - self.first - low)
             lam = self.lam[self.next : end][None, :, None]
-            rows = self.rows[:, top] * (1 - lam) + self.rows[:, bottom] * lam
+            rows = wide[:, top] * (1 - lam) + wide[:, bottom] * lam
             self.sink(self.next, rows.argmax(0).to(torch.uint8).numpy())
             self.next = end
         if self.next < self.size[0]:  # drop the work rows no later field row needs
             keep = int(self.i0[self.next]) - self.first
             self.rows, self.first = self.rows[:, keep:], self.first + keep
+
+    def _columns(self, rows: torch.Tensor) -> torch.Tensor:
+        """Work rows (K x n x w) resized to the field's width (rows unchanged: an identity along them)."""
+        if rows.shape[2] == self.size[1]:
+            return rows
+        return TF.interpolate(
+            rows[None], size=(rows.shape[1], self.size[1]), mode="bilinear", align_corners=False
+        )[0]
 
 
 @torch.inference_mode()

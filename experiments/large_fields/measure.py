@@ -81,9 +81,9 @@ def measure(ckpt: str, field: Path, out_dir: Path, overrides: list[str]) -> dict
         "predict.device=cpu",
         *overrides,
     ]
-    timing = out_dir.with_suffix(".time")
+    timing = out_dir.parent / f"{out_dir.name}.time"
     start = time.perf_counter()
-    with open(out_dir.with_suffix(".log"), "w") as log:
+    with open(out_dir.parent / f"{out_dir.name}.log", "w") as log:
         code = subprocess.run(
             ["/usr/bin/time", "-v", "-o", str(timing), *command], stdout=log, stderr=subprocess.STDOUT
         ).returncode
