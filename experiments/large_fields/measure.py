@@ -104,7 +104,7 @@ def measure(ckpt: str, field: Path, out_dir: Path, overrides: list[str]) -> dict
         "predict_s": image.get("seconds"),
         "tiles_per_s": image.get("tiles_per_s"),
         "picture_step": image.get("picture_step"),
-        "cells": sum(v["count"] for v in image.get("counts", {}).values()),
+        "cells": sum(v["count"] or 0 for v in image.get("counts", {}).values()),  # 0: not counted
         "overrides": overrides,
         "command": " ".join(command),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
