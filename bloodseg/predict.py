@@ -227,7 +227,8 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
             for done in predict_fields(module, fields, tile, settings.batch_size, device):
                 path = by_stem[done.name]
                 run.guarded(path, lambda d=done, p=path: run.finish_whole(d, p))
-    skipped.sort(key=lambda row: files.index(Path(row["file"])) if Path(row["file"]) in files else 0)
+    order = {str(path): i for i, path in enumerate(files)}
+    skipped.sort(key=lambda row: order.get(row["file"], 0))  # in input order, however they failed
     summary = {
         "checkpoint": str(cfg.ckpt_path),
         "input": str(cfg.input),
