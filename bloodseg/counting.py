@@ -252,3 +252,46 @@ def _group(rng, shape, radius, spacing, isolated):
 def _inside(group: np.ndarray) -> bool:
     """Whether a mask stays off the outermost pixel rows and columns."""
     return not (group[0].any() or group[-1].any() or group[:, 0].any() or group[:, -1].any())
+
+
+# ---- counting a field too large for one pass, window by window ---------------------------------
+COUNT_CORE = 1536  # side of the square of the field each window counts the cells of (pixels)
+COUNT_MARGIN = 256  # context around it: cells up to this size are seen whole (pixels)
+
+
+def cells_in_windows(
+    read,
+    size: tuple[int, int],
+    class_names: list[str],
+    settings: CountSettings = CountSettings(),
+    core: int = COUNT_CORE,
+    margin: int = COUNT_MARGIN,
+) -> list[dict]:
+    """label_cells' rows for a field of size (H, W) counted window by window, in bounded memory.
+
+    read(y0, y1) gives label rows y0:y1 (all columns). Each window is a core x core square plus
+    ``margin`` pixels of context on every side; a cell belongs to the window whose core holds its
+    centroid, so each cell is counted once and, when smaller than the margin, exactly as on the
+    whole field. Centroids are in field pixels; cell ids run 1..N window by window (no instance
+    image is made).
+    """
+    height, width = size
+    rows: list[dict] = []
+    for y in range(0, height, core):
+        top, bottom = max(0, y - margin), min(height, y + core + margin)
+        band = read(top, bottom)
+        for x in range(0, width, core):
+            left, right = max(0, x - margin), min(width, x + core + margin)
+            _, cells = label_cells(band[:, left:right], class_names, settings)
+            for cell in cells:
+                cy, cx = cell["centroid_y"] + top, cell["centroid_x"] + left
+                if y <= cy < y + core and x <= cx < x + core:
+                    rows.append(
+                        {
+                            **cell,
+                            "cell_id": len(rows) + 1,
+                            "centroid_y": round(cy, 2),
+                            "centroid_x": round(cx, 2),
+                        }
+                    )
+    return rows

@@ -7,12 +7,16 @@ Per image it writes ``<stem>_labels.png`` (class ids as a palette PNG in the cla
 pixels, the rest white), ``<stem>_instances.png`` (16-bit, one id per cell) and
 ``<stem>_outlines.png`` (cell outlines and ids); for the run ``counts.csv`` (cells and pixel
 area per class), ``cells.csv`` (one row per cell) and ``summary.json``.
-How images go through the network (whole, tiled, resized) is bloodseg.inference's.
+How images go through the network (whole, tiled, resized) is bloodseg.inference's; fields
+beyond ``predict.stream_pixels`` (or PIL's limit) are streamed tile by tile
+(bloodseg.streaming, bloodseg.streamed_outputs). A file that cannot be read or predicted is
+reported and passed over; the others are written, and the exit status is 1 naming it.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import sys
@@ -40,6 +44,7 @@ from bloodseg.counting import (
     in_microns,
     label_cells,
 )
+from bloodseg.data.fieldio import needs_streaming, open_field, probe_size
 from bloodseg.data.labels import palette_label
 from bloodseg.errors import BloodsegError, exit_2_on_user_error
 from bloodseg.extras import require
@@ -54,6 +59,8 @@ from bloodseg.inference import (
     resolve_device,
 )
 from bloodseg.outputs import check_output_dir
+from bloodseg.streamed_outputs import StreamedOutputs, separation
+from bloodseg.streaming import plan_stream, stream_field
 from bloodseg.viz import cell_outlines, overlay, save_png
 
 log = logging.getLogger("bloodseg.predict")
@@ -75,6 +82,10 @@ class PredictSettings:
     min_distance: int = 8
     smoothing: float = 1.0
     max_hole_area: int = 300
+    stream_pixels: int = 16_777_216
+    stream_tile: int = 512
+    max_picture_pixels: int = 67_108_864
+    max_count_pixels: int = 268_435_456
 
 
 @dataclass
@@ -94,11 +105,6 @@ register_configs()
 
 
 # ---- outputs -----------------------------------------------------------------------------------
-def separation(image: np.ndarray, labels: np.ndarray, class_id: int) -> np.ndarray:
-    """The image with only the pixels of class_id kept and every other pixel white."""
-    return np.where((labels == class_id)[..., None], image, np.uint8(255))
-
-
 def instance_png(instances: np.ndarray, path: Path) -> None:
     """Write cell ids as a 16-bit greyscale PNG (0 = no cell)."""
     top = int(instances.max(initial=0))
@@ -148,6 +154,15 @@ def check_settings(s: DictConfig) -> None:
         )
     if s.max_whole_pixels < 1:
         raise BloodsegError(f"predict.max_whole_pixels={s.max_whole_pixels} must be at least 1")
+    if s.stream_pixels < 0 or s.max_picture_pixels < 1 or s.max_count_pixels < 0:
+        raise BloodsegError(
+            f"predict.stream_pixels={s.stream_pixels} and predict.max_count_pixels={s.max_count_pixels} "
+            f"must be >= 0, predict.max_picture_pixels={s.max_picture_pixels} >= 1"
+        )
+    if s.stream_tile < 0 or s.stream_tile % 32:
+        raise BloodsegError(
+            f"predict.stream_tile={s.stream_tile} must be a multiple of 32 (0 = the training size)"
+        )
 
 
 def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
@@ -186,34 +201,34 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         out_dir,
     )
     plan = FieldPlan(settings.mode, tile, settings.scale, settings.overlap, settings.max_whole_pixels)
+    run = Run(out_dir, meta, settings, counting, skipped, results)
+    streamed = {}
+    for path in files:  # which fields are streamed: from the header alone
+        try:
+            streamed[path] = needs_streaming(probe_size(path), settings.stream_pixels)
+        except BloodsegError as error:
+            run.skip(path, error)
     with (
         open(out_dir / "counts.csv", "w", newline="") as handle,
         open(out_dir / "cells.csv", "w", newline="") as cell_handle,
         tqdm(total=len(files), desc="predict", unit="image", file=sys.stderr) as progress,
     ):
-        writer = csv.DictWriter(handle, fieldnames=count_columns(meta["class_names"]))
-        writer.writeheader()
-        microns = settings.pixel_size_um
-        cell_writer = csv.DictWriter(
-            cell_handle, fieldnames=CELL_COLUMNS + (MICRON_COLUMNS if microns else [])
-        )
-        cell_writer.writeheader()
-        fields = read_fields(files, stems, plan, skipped, lambda: progress.update(1))
-        for done in predict_fields(module, fields, tile, settings.batch_size, device):
-            labels = done.labels()
-            cells = label_cells(labels, list(meta["class_names"]), counting)
-            write_outputs(out_dir, done.name, done.image, labels, cells, meta, settings)
-            counts = class_counts(labels, list(meta["class_names"]), cells[1])
-            path = by_stem[done.name]
-            writer.writerow(count_row(path.name, counts))
-            rows = in_microns(cells[1], microns) if microns else cells[1]
-            cell_writer.writerows({"image": path.name, **row} for row in rows)
-            handle.flush()
-            cell_handle.flush()
-            results.append(
-                {"image": path.name, "mode": done.mode, "tiles": len(done.boxes), "counts": counts}
-            )
-            progress.update(1)
+        run.open_tables(handle, cell_handle)
+        run.progress = progress
+        progress.update(len(skipped))
+        readable = [path for path in files if path in streamed]
+        for is_streamed, group in itertools.groupby(readable, key=streamed.get):
+            group = list(group)
+            if is_streamed:
+                for path in group:
+                    run.guarded(path, lambda p=path: run.stream(module, p, stems[p], device))
+                continue
+            fields = read_fields(group, stems, plan, skipped, lambda: progress.update(1))
+            for done in predict_fields(module, fields, tile, settings.batch_size, device):
+                path = by_stem[done.name]
+                run.guarded(path, lambda d=done, p=path: run.finish_whole(d, p))
+    order = {str(path): i for i, path in enumerate(files)}
+    skipped.sort(key=lambda row: order.get(row["file"], 0))  # in input order, however they failed
     summary = {
         "checkpoint": str(cfg.ckpt_path),
         "input": str(cfg.input),
@@ -226,9 +241,123 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not results:
         raise BloodsegError(
-            f"none of the {len(files)} file(s) in input={cfg.input} could be read; see the warnings above"
+            f"none of the {len(files)} file(s) in input={cfg.input} could be read or predicted; "
+            "see the messages above"
         )
     return summary
+
+
+class Run:
+    """The state of one predict run: output tables, the progress bar, what was done and what failed."""
+
+    def __init__(self, out_dir: Path, meta: dict, settings, counting: CountSettings, skipped, results):
+        self.out_dir, self.meta, self.settings, self.counting = out_dir, meta, settings, counting
+        self.skipped, self.results = skipped, results
+        self.progress = None
+
+    def open_tables(self, handle, cell_handle) -> None:
+        """Start counts.csv and cells.csv (header rows)."""
+        self.handle, self.cell_handle = handle, cell_handle
+        self.writer = csv.DictWriter(handle, fieldnames=count_columns(self.meta["class_names"]))
+        self.writer.writeheader()
+        microns = self.settings.pixel_size_um
+        self.cell_writer = csv.DictWriter(
+            cell_handle, fieldnames=CELL_COLUMNS + (MICRON_COLUMNS if microns else [])
+        )
+        self.cell_writer.writeheader()
+
+    def skip(self, path: Path, error: Exception) -> None:
+        """Report a file passed over (unreadable, or its prediction failed) and go on."""
+        reason = (
+            str(error) if isinstance(error, BloodsegError) else f"{path}: {type(error).__name__}: {error}"
+        )
+        log.warning("skipped %s", reason)
+        self.skipped.append({"file": str(path), "reason": reason})
+
+    def guarded(self, path: Path, work) -> None:
+        """Run one file's work; a failure is reported and the run goes on with the next file."""
+        try:
+            work()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # one bad image never aborts the folder
+            log.debug("%s failed", path, exc_info=True)
+            self.skip(path, error)
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def record(self, path: Path, counts: dict, cells: list[dict], entry: dict) -> None:
+        """One image's rows in counts.csv and cells.csv and its entry in summary.json."""
+        microns = self.settings.pixel_size_um
+        self.writer.writerow(count_row(path.name, counts))
+        rows = in_microns(cells, microns) if microns else cells
+        self.cell_writer.writerows({"image": path.name, **row} for row in rows)
+        self.handle.flush()
+        self.cell_handle.flush()
+        self.results.append({"image": path.name, **entry, "counts": counts})
+
+    def finish_whole(self, done, path: Path) -> None:
+        """Post-process an image predicted in one piece (whole, tiled in memory or resized)."""
+        names = list(self.meta["class_names"])
+        labels = done.labels()
+        cells = label_cells(labels, names, self.counting)
+        write_outputs(self.out_dir, done.name, done.image, labels, cells, self.meta, self.settings)
+        counts = class_counts(labels, names, cells[1])
+        self.record(path, counts, cells[1], {"mode": done.mode, "tiles": len(done.boxes)})
+
+    def stream(self, module, path: Path, stem: str, device) -> None:
+        """Predict and post-process one field tile by tile (bloodseg.streaming)."""
+        s = self.settings
+        reader = open_field(path, s.stream_pixels)
+        try:
+            if reader.note:
+                log.info("%s: %s", path.name, reader.note)
+            tile = tuple(int(v) for v in self.meta["image_size"])
+            mode = "resize" if s.mode == PredictMode.resize else "tile"
+            if s.mode == PredictMode.whole:
+                log.info("%s: predict.mode=whole, but the field is streamed: tiles instead", path.name)
+            plan = plan_stream(reader.size, mode, tile, s.scale, s.overlap, s.stream_tile)
+            sink = StreamedOutputs(self.out_dir, stem, reader, self.meta, s.alpha, s.max_picture_pixels)
+            log.info(
+                "%s: %dx%d field streamed: %d tile(s) of %dx%d%s; pictures %s; no instances/outlines images",
+                path.name,
+                *reader.size,
+                plan.tiles,
+                *plan.tile,
+                f" at scale {s.scale}" if mode == "tile" and s.scale != 1 else "",
+                "full size" if sink.step == 1 else f"every {sink.step}th pixel (predict.max_picture_pixels)",
+            )
+            try:
+                with tqdm(total=plan.tiles, desc=stem, unit="tile", file=sys.stderr, leave=True) as bar:
+                    timing = stream_field(
+                        module, reader, plan, device, s.batch_size * tile[0] * tile[1], sink, bar.update
+                    )
+                count = reader.size[0] * reader.size[1] <= s.max_count_pixels
+                if not count:
+                    log.warning(
+                        "%s: cells not counted: %.0f Mpx is beyond predict.max_count_pixels (%.0f Mpx); "
+                        "counts.csv has the pixel areas, cells.csv no rows for it",
+                        path.name,
+                        reader.size[0] * reader.size[1] / 1e6,
+                        s.max_count_pixels / 1e6,
+                    )
+                counts, cells = sink.finish(self.counting if count else None)
+            except BaseException:
+                sink.discard()
+                raise
+            sink.store.remove()
+        finally:
+            reader.close()
+        log.info(
+            "%s: %d tiles in %.1f s (%.3f tiles/s)%s",
+            path.name,
+            timing["tiles"],
+            timing["seconds"],
+            timing["tiles_per_s"],
+            f", {len(cells)} cells counted window by window" if count else "",
+        )
+        entry = {"mode": plan.mode, "tiles": plan.tiles, "streamed": True, "tile_size": list(plan.tile)}
+        self.record(path, counts, cells, {**entry, **timing, "picture_step": sink.step})
 
 
 def summary_line(summary: dict) -> str:
@@ -236,10 +365,10 @@ def summary_line(summary: dict) -> str:
     totals = {}
     for row in summary["images"]:
         for name, value in row["counts"].items():
-            totals[name] = totals.get(name, 0) + value["count"]
+            totals[name] = totals.get(name, 0) + (value["count"] or 0)
     cells = ", ".join(f"{n} {name}" for name, n in totals.items())
     return (
-        f"predicted {summary['predicted']} image(s), skipped {len(summary['skipped'])} unreadable; "
+        f"predicted {summary['predicted']} image(s), skipped {len(summary['skipped'])} (unreadable or failed); "
         f"cells counted: {cells}; outputs and counts.csv in {summary['output_dir']}"
     )
 
@@ -250,6 +379,12 @@ def main(cfg: DictConfig) -> None:
     with exit_2_on_user_error(log):
         summary = predict(cfg, Path(HydraConfig.get().runtime.output_dir))
     print(summary_line(summary), flush=True)
+    if summary["skipped"]:  # the others are written; a script must still notice
+        names = ", ".join(Path(row["file"]).name for row in summary["skipped"])
+        log.error(
+            "%d file(s) not predicted: %s (reasons above and in summary.json)", len(summary["skipped"]), names
+        )
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
