@@ -247,3 +247,13 @@ def test_split_file_reuses_a_split(tmp_path):
     first.write_split(tmp_path / "split.json")
     second = loaded(tmp_path, split_file=str(tmp_path / "split.json"), split_seed=999)
     assert second.split == first.split
+
+
+def test_an_image_beyond_pils_pixel_limit_is_one_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)  # 2000 px is beyond twice this: PIL refuses it
+    with pytest.raises(
+        BloodsegError, match=r"scan.png has more pixels than this tool reads whole.*bloodseg.predict"
+    ):
+        read_rgb(path)

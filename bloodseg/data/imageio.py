@@ -16,6 +16,12 @@ def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
+    except Image.DecompressionBombError:
+        raise BloodsegError(
+            f"{path} has more pixels than this tool reads whole (PIL's limit of {Image.MAX_IMAGE_PIXELS:,}); "
+            "fix: python -m bloodseg.predict streams such fields (save them as TIFF to read them in tiles), "
+            "or cut the image into smaller tiles"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BloodsegError(f"cannot read {path}: {error}; fix: re-export it as PNG or remove it") from None
     return image
