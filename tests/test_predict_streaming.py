@@ -53,8 +53,8 @@ def test_streamed_prediction_equals_whole_image_prediction(local_model, size):  
 
 @pytest.mark.parametrize("scale", [0.5, 0.25, 0.3])
 def test_scaled_streaming_resamples_like_the_whole_field(local_model, scale):  # noqa: F811
-    """Each scaled tile is resampled from its region onto the whole field's grid: the same pixels,
-    so streamed prediction with training-size tiles matches the in-memory tiled prediction."""
+    """Each scaled tile is resampled from its region onto the whole field's grid: the same pixels to
+    within one uint8 level, so streamed prediction with training-size tiles matches the in-memory tiled prediction."""
     image, _, _ = generate_smear(4, 400, 520)
     plan = plan_stream(image.shape[:2], "tile", TILE, scale, 0.25, 0)
     whole = resample(torch.from_numpy(image).permute(2, 0, 1), plan.work)
@@ -62,7 +62,9 @@ def test_scaled_streaming_resamples_like_the_whole_field(local_model, scale):  #
     for y, x in [(plan.ys[1], plan.xs[1]), (plan.ys[-1], plan.xs[-1])]:
         crop = work.crop(y, x)
         expected = whole[:, y : y + TILE[0], x : x + TILE[1]]
-        assert (crop.int() - expected.int()).abs().max() <= (0 if scale != 0.3 else 1)
+        # uint8 rounding of a region's resample may differ by one level from the whole field's
+        # (the vectorised and scalar antialias kernels round differently), on any CPU
+        assert (crop.int() - expected.int()).abs().max() <= 1
     labels, _ = streamed(local_model, ArrayReader(image), scale=scale, stream_tile=0)
     tiled = predict_image(local_model, image, PredictMode.tile, scale=scale)
     assert (labels == tiled).mean() >= 0.999
