@@ -351,22 +351,26 @@ def write_evaluation(
         if render is not None and num_overlays > 0:
             for old in out_dir.glob("overlay_*.png"):
                 old.unlink()
-            ranking = results["image_class_iou"].double().nanmean(1)
+            class_iou = results["image_class_iou"]
+            ranking = class_iou.double().nanmean(1)
             best, worst = extremes(ranking, num_overlays)
-            for kind, rows in (("best", best), ("worst", worst)):
-                for row in rows:
-                    image, truth, pred = render(row)
-                    caption = f"{image_ids[row]}: IoU of the classes present {float(ranking[row]):.3f}"
-                    save_png(
-                        comparison(image, truth, pred, class_colors, caption),
-                        out_dir / f"overlay_{kind}_{image_ids[row]}.png",
-                    )
-            for k, (row, alone) in class_showcase(results["image_class_iou"]).items():
-                image, truth, pred = render(row)
+            picks = [  # (file kind, row, caption)
+                (kind, row, f"IoU of the classes present {float(ranking[row]):.3f}")
+                for kind, rows in (("best", best), ("worst", worst))
+                for row in rows
+            ]
+            for k, (row, alone) in class_showcase(class_iou).items():
                 what = f"only {class_names[k]}" if alone else f"best {class_names[k]}"
-                caption = f"{image_ids[row]}: {what}, IoU {float(results['image_class_iou'][row, k]):.3f}"
+                picks.append(
+                    (f"{'only' if alone else 'most'}{k}", row, f"{what}, IoU {float(class_iou[row, k]):.3f}")
+                )
+            rendered: dict[int, tuple] = {}  # a row picked twice is predicted once
+            for kind, row, caption in picks:
+                if row not in rendered:
+                    rendered[row] = render(row)
+                image, truth, pred = rendered[row]
                 save_png(
-                    comparison(image, truth, pred, class_colors, caption),
-                    out_dir / f"overlay_{'only' if alone else 'most'}{k}_{image_ids[row]}.png",
+                    comparison(image, truth, pred, class_colors, f"{image_ids[row]}: {caption}"),
+                    out_dir / f"overlay_{kind}_{image_ids[row]}.png",
                 )
     return metrics
