@@ -7,22 +7,29 @@
 #   python -m bloodseg.aggregate OUT_DIR/native_best_seed* OUT_DIR/native_best_weighted OUT_DIR/native_aug_* out=...
 set -euo pipefail
 OUT=${1:?output directory}
+mkdir -p "$OUT"  # the per-seed logs are written there before Hydra creates it
 shift
 PARTS=${*:-best augment}
 wanted() { [[ " $PARTS " == *" $1 "* ]]; }
+# seeds 1-3 of one configuration, one process each (OMP_NUM_THREADS=1: they share the cores): NAME OVERRIDES...
+three_seeds() {
+  name=$1
+  shift
+  for seed in 1 2 3; do
+    $PY -m bloodseg.train -m $COMMON "$@" trainer.max_epochs=${EPOCHS:-10} seed=$seed \
+      hydra.sweep.dir=$OUT/${name}_seed$seed > $OUT/${name}_seed$seed.log 2>&1 &
+  done
+  wait
+}
 ROOT=${CELLAVISION_ROOT:-../shared/data/cellavision_wbc}
 PY=${PYTHON:-.venv/bin/python}
 COMMON="data=cellavision data.root=$ROOT data.crop_size=[128,128] data.num_workers=0 logger=csv \
 callbacks.progress_bar=none trainer.accelerator=cpu experiment=unet_resnet34 optimizer=adam optimizer.lr=1e-3 scheduler=poly"
 
 # 1. the best configuration of the 64x64 runs (U-Net-ResNet34, Adam) at native scale without class
-#    weighting, 3 seeds (one process per seed: with OMP_NUM_THREADS=1 they share the cores)
+#    weighting, 3 seeds
 if wanted best; then
-  for seed in 1 2 3; do
-    $PY -m bloodseg.train -m $COMMON loss.class_weighting=none trainer.max_epochs=${EPOCHS:-10} seed=$seed \
-      hydra.sweep.dir=$OUT/native_best_seed$seed > $OUT/native_best_seed$seed.log 2>&1 &
-  done
-  wait
+  three_seeds native_best loss.class_weighting=none
 fi
 # 1b. the same with the paper's median-frequency weighting, 12 epochs, seed 1 (recorded for comparison)
 if wanted best_weighted; then
@@ -30,11 +37,7 @@ if wanted best_weighted; then
 fi
 # 1c. the best configuration with random rotation of the augmented copies (the best of part 2), 3 seeds
 if wanted best_rotation; then
-  for seed in 1 2 3; do
-    $PY -m bloodseg.train -m $COMMON loss.class_weighting=none data.rotation=180 trainer.max_epochs=${EPOCHS:-10} \
-      seed=$seed hydra.sweep.dir=$OUT/native_rot_seed$seed > $OUT/native_rot_seed$seed.log 2>&1 &
-  done
-  wait
+  three_seeds native_rot loss.class_weighting=none data.rotation=180
 fi
 # 2. what the literature adds, each on its own at a short budget (seed 1, one process each): none,
 #    rotation, colour jitter, zoom
