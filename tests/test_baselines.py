@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from conftest import CONF_DIR, compose_train
 from torchvision.models import vgg16_bn
 
 from bloodseg.errors import BloodsegError
-from bloodseg.models.baselines import ARCHITECTURES, PadToMultiple, build_smp
+from bloodseg.models.baselines import ARCHITECTURES, PadToMultiple, build_smp, hub_reachable
 from bloodseg.models.registry import build_model
 from bloodseg.models.segnet import SegNet
 from bloodseg.models.weights import cached_weights_path
@@ -62,6 +63,36 @@ def test_auto_offline_falls_back_to_random_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         net = build_smp(3, "unet", "resnet34", "auto")
     assert net.init_source.startswith("random") and "resnet34" in caplog.text
+
+
+def _closed_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_hub_reachable_sees_whether_the_endpoint_listens(monkeypatch):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub_reachable(timeout_s=2.0)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_local_port()}")
+    assert not hub_reachable(timeout_s=2.0)
+
+
+def test_auto_with_the_hub_unreachable_falls_back_without_the_hub_clients_retries(monkeypatch, caplog):
+    """Not offline by setting, but no network: one failed connection decides, not five HTTP retries."""
+    monkeypatch.delenv("BLOODSEG_OFFLINE")
+    port = _closed_local_port()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with caplog.at_level(logging.WARNING):
+        net = build_smp(3, "unet", "resnet34", "auto")
+    assert net.init_source.startswith("random")
+    assert f"127.0.0.1:{port} is unreachable" in caplog.text and "local Hugging Face cache" in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")]
+    with pytest.raises(BloodsegError, match="unreachable.*fix: run once with internet"):
+        build_smp(3, "unet", "resnet34", "imagenet")
 
 
 def test_imagenet_required_offline_is_a_clear_error():

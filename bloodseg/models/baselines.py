@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
+import huggingface_hub.constants
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
@@ -56,16 +59,40 @@ class PadToMultiple(nn.Module):
 
 @contextmanager
 def _hub_offline():
-    """Make Hugging Face Hub use only its local cache inside the block."""
-    previous = os.environ.get("HF_HUB_OFFLINE")
+    """Make Hugging Face Hub use only its local cache inside the block.
+
+    The Hub reads HF_HUB_OFFLINE once, at import, so its module flag is switched as well as the variable.
+    """
+    previous_env, previous_flag = os.environ.get("HF_HUB_OFFLINE"), huggingface_hub.constants.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
-        if previous is None:
+        huggingface_hub.constants.HF_HUB_OFFLINE = previous_flag
+        if previous_env is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
-            os.environ["HF_HUB_OFFLINE"] = previous
+            os.environ["HF_HUB_OFFLINE"] = previous_env
+
+
+def hub_endpoint() -> tuple[str, int]:
+    """(host, port) of the Hugging Face Hub this process would download from (HF_ENDPOINT or huggingface.co)."""
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """True when the Hugging Face Hub's host accepts a TCP connection within timeout_s seconds.
+
+    Checked once before a download, so an offline host falls back at once instead of after the
+    Hub client's five retries (about 25 s and a dozen warnings per model).
+    """
+    try:
+        with socket.create_connection(hub_endpoint(), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _build(arch: str, encoder: str, weights: str | None, num_classes: int) -> nn.Module:
@@ -85,6 +112,39 @@ def _load_encoder_file(net: nn.Module, path: Path) -> str:
             f"model.encoder_weights={path} does not fit the encoder: {str(error)[:300]}"
         ) from None
     return f"file:{path.resolve()}"
+
+
+def _smp_imagenet(arch: str, encoder: str, num_classes: int, required: bool) -> tuple[nn.Module, str]:
+    """The network with smp's ImageNet encoder weights, from the local Hugging Face cache first and then
+    from the Hub when it is reachable and bloodseg is not offline; without them, random weights and a
+    warning, or an error when ``required``."""
+    try:
+        with _hub_offline():
+            return _build(arch, encoder, "imagenet", num_classes), f"imagenet:smp {encoder}"
+    except BloodsegError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a cache miss: try the Hub below
+        reason = f"not in the local Hugging Face cache ({type(error).__name__})"
+    if offline():
+        reason += "; BLOODSEG_OFFLINE is set"
+    elif not hub_reachable():
+        reason += "; %s:%d is unreachable" % hub_endpoint()
+    else:
+        try:
+            return _build(arch, encoder, "imagenet", num_classes), f"imagenet:smp {encoder}"
+        except BloodsegError:
+            raise
+        except Exception as error:  # noqa: BLE001 - offline is normal: any fetch failure is reported alike
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    if required:
+        raise BloodsegError(
+            f"model.encoder_weights=imagenet but the {encoder} weights are not available ({reason}); fix: run "
+            "once with internet to fill the Hugging Face cache, or pass a local encoder state dict path"
+        )
+    log.warning(
+        "model.encoder_weights=auto: ImageNet weights for %s unavailable (%s); random initialisation", encoder, reason
+    )
+    return _build(arch, encoder, None, num_classes), "random (ImageNet weights unavailable)"
 
 
 def build_smp(
@@ -113,28 +173,7 @@ def build_smp(
                 {k: v for k, v in state.items() if k.startswith("features.")}, strict=True
             )
     else:
-        try:
-            if offline():
-                with _hub_offline():
-                    net = _build(arch, encoder, "imagenet", num_classes)
-            else:
-                net = _build(arch, encoder, "imagenet", num_classes)
-            source = f"imagenet:smp {encoder}"
-        except BloodsegError:
-            raise
-        except Exception as error:  # noqa: BLE001 - offline is normal: any fetch failure is reported alike
-            reason = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-            if word != "auto":
-                raise BloodsegError(
-                    f"model.encoder_weights=imagenet but the {encoder} weights are not available ({reason}); fix: run "
-                    "once with internet to fill the Hugging Face cache, or pass a local encoder state dict path"
-                ) from None
-            log.warning(
-                "model.encoder_weights=auto: ImageNet weights for %s unavailable (%s); random initialisation",
-                encoder,
-                reason,
-            )
-            net, source = _build(arch, encoder, None, num_classes), "random (ImageNet weights unavailable)"
+        net, source = _smp_imagenet(arch, encoder, num_classes, required=word != "auto")
     model = PadToMultiple(net, net.encoder.output_stride)
     model.init_source = source
     return model
