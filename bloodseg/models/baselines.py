@@ -128,7 +128,8 @@ def _smp_imagenet(arch: str, encoder: str, num_classes: int, required: bool) -> 
     if offline():
         reason += "; BLOODSEG_OFFLINE is set"
     elif not hub_reachable():
-        reason += "; %s:%d is unreachable" % hub_endpoint()
+        host, port = hub_endpoint()
+        reason += f"; {host}:{port} is unreachable"
     else:
         try:
             return _build(arch, encoder, "imagenet", num_classes), f"imagenet:smp {encoder}"
