@@ -143,7 +143,9 @@ def _smp_imagenet(arch: str, encoder: str, num_classes: int, required: bool) -> 
             "once with internet to fill the Hugging Face cache, or pass a local encoder state dict path"
         )
     log.warning(
-        "model.encoder_weights=auto: ImageNet weights for %s unavailable (%s); random initialisation", encoder, reason
+        "model.encoder_weights=auto: ImageNet weights for %s unavailable (%s); random initialisation",
+        encoder,
+        reason,
     )
     return _build(arch, encoder, None, num_classes), "random (ImageNet weights unavailable)"
 
