@@ -46,6 +46,12 @@ class ClassWeighting(ConfigChoice):
     enet_log = "enet_log"
 
 
+class TestTimeAugmentation(ConfigChoice):
+    none = "none"
+    flip = "flip"
+    dihedral = "dihedral"
+
+
 @dataclass
 class ClassSpec:
     """One class of the label table: its name, overlay colour and label encodings."""
@@ -266,6 +272,7 @@ class EvaluationConfig:
     bf_tolerance: float = 0.0075
     semantics: str = "matlab_current"
     num_overlays: int = 1
+    tta: TestTimeAugmentation = TestTimeAugmentation.none
 
 
 @dataclass
@@ -368,6 +375,8 @@ VALUE_RULES: list[tuple[str, Any, str]] = [
     ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.augment_copies", lambda v: v >= 0, ">= 0 (0: the original images only)"),
     ("data.max_translation", lambda v: v >= 0, ">= 0"),
+    ("data.rotation", lambda v: 0 <= v <= 180, "in [0, 180] degrees"),
+    ("data.color_jitter", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.max_images", lambda v: v >= 1, ">= 1 (or null for all)"),
     ("loss.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("trainer.max_epochs", lambda v: v >= -1, ">= 0 (or -1: no limit)"),

@@ -35,6 +35,8 @@ def test_folder_data_without_a_root_names_data_root(tmp_path, data):
         ("data.batch_size=0", "data.batch_size=0 (must be >= 1)"),
         ("data.test_fraction=1.5", "data.test_fraction=1.5 (must be in [0, 1))"),
         ("loss.label_smoothing=1", "loss.label_smoothing=1.0 (must be in [0, 1))"),
+        ("data.rotation=200", "data.rotation=200.0 (must be in [0, 180] degrees)"),
+        ("data.color_jitter=1.5", "data.color_jitter=1.5 (must be in [0, 1))"),
     ],
 )
 def test_values_out_of_range_name_the_key(override, message):

@@ -37,18 +37,19 @@ def check_crop_size(crop_size, image_size: list[int]) -> list[int] | None:
 
 
 def extra_augmentation(data_cfg) -> ExtraAugmentation:
-    """data.rotation, data.scale_range and data.color_jitter, checked (each names its key when out of range)."""
+    """data.rotation, data.scale_range and data.color_jitter; a bad data.scale_range names its key.
+
+    The ranges of data.rotation and data.color_jitter are checked with the whole config, before any
+    data is read. The defaults stand in for the keys in the data configs of checkpoints trained
+    before these augmentations existed.
+    """
     rotation = float(data_cfg.get("rotation", 0.0))
     scale = [float(v) for v in data_cfg.get("scale_range", [1.0, 1.0])]
     jitter = float(data_cfg.get("color_jitter", 0.0))
-    if not 0 <= rotation <= 180:
-        raise BloodsegError(f"data.rotation={rotation} must be in [0, 180] degrees")
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise BloodsegError(
             f"data.scale_range={scale} must be [low, high] with 0 < low <= high (1 = no zoom)"
         )
-    if not 0 <= jitter < 1:
-        raise BloodsegError(f"data.color_jitter={jitter} must be in [0, 1)")
     return ExtraAugmentation(rotation, (scale[0], scale[1]), jitter)
 
 
