@@ -233,6 +233,7 @@ def build_module(cfg: DictConfig, datamodule, class_weights: torch.Tensor) -> Se
         compile=bool(cfg.model.compile),
         bf_tolerance=cfg.evaluation.bf_tolerance,
         metric_semantics=cfg.evaluation.semantics,
+        tta=str(cfg.evaluation.tta),
     )
 
 

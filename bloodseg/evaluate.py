@@ -62,6 +62,7 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
     module = load_module(ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     meta = module.meta
     module.network_size = list(cfg.network_size or meta["image_size"])
+    module.tta = str(cfg.evaluation.tta)
     data_cfg = cfg.data if cfg.data is not None else OmegaConf.create(meta["config"]["data"])
     data_cfg = OmegaConf.merge(
         data_cfg,
@@ -78,7 +79,11 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
     if not cfg.overwrite:  # two evaluations within the same second
         refuse_overwrite(out_dir / "metrics.json")
     artifacts = EvaluationArtifacts(
-        out_dir, f"{cfg.split} split", cfg.evaluation.num_overlays, checkpoint=str(ckpt_path)
+        out_dir,
+        f"{cfg.split} split",
+        cfg.evaluation.num_overlays,
+        checkpoint=str(ckpt_path),
+        test_time_augmentation=str(cfg.evaluation.tta),
     )
     run_cfg = OmegaConf.create(
         {"trainer": OmegaConf.to_container(cfg.trainer), "callbacks": {"progress_bar": "tqdm"}}

@@ -15,6 +15,7 @@ from bloodseg.integrity import add_digest
 from bloodseg.losses import WeightedCrossEntropy
 from bloodseg.metrics.confusion import SegmentationConfusion
 from bloodseg.metrics.suite import SegmentationMetrics
+from bloodseg.tta import averaged_scores
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class SegmentationModule(L.LightningModule):
         compile: bool = False,
         bf_tolerance: float = 0.0075,
         metric_semantics: str = "matlab_current",
+        tta: str = "none",
     ):
         super().__init__()
         self.net = net
@@ -62,6 +64,7 @@ class SegmentationModule(L.LightningModule):
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
         self.network_size: list[int] | None = None  # evaluation: run the network at this size (see forward)
+        self.tta = str(tta)  # evaluation: test-time augmentation none | flip | dihedral (see forward)
 
     # ---- model -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -95,13 +98,22 @@ class SegmentationModule(L.LightningModule):
 
         With ``network_size`` set (evaluation), the images are resized to it for the network and the
         scores resized back (bilinear): the paper's resize-predict-resize at any scoring resolution.
+        Out of training mode, ``tta`` (``flip`` or ``dihedral``) averages the class probabilities over
+        flipped / rotated views of the network's input and returns their log.
         """
         net = self._compiled if self._compiled is not None else self.net
+
+        def score(x: torch.Tensor) -> torch.Tensor:
+            return net(self.normalize(x))
+
+        def scores(x: torch.Tensor) -> torch.Tensor:
+            return score(x) if self.training else averaged_scores(score, x, self.tta)
+
         size = tuple(images.shape[-2:])
         if self.network_size is None or tuple(self.network_size) == size:
-            return net(self.normalize(images))
+            return scores(images)
         small = F.resize(images, list(self.network_size), antialias=True)
-        logits = net(self.normalize(small))
+        logits = scores(small)
         return torch.nn.functional.interpolate(
             logits.float(), size=size, mode="bilinear", align_corners=False
         )

@@ -32,7 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bloodseg.builders import load_module
-from bloodseg.config import CONF_DIR, check_config
+from bloodseg.config import CONF_DIR, TestTimeAugmentation, check_config
 from bloodseg.counting import (
     CELL_COLUMNS,
     COUNTING_NEEDS,
@@ -86,6 +86,7 @@ class PredictSettings:
     stream_tile: int = 512
     max_picture_pixels: int = 67_108_864
     max_count_pixels: int = 268_435_456
+    tta: TestTimeAugmentation = TestTimeAugmentation.none
 
 
 @dataclass
@@ -176,6 +177,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     files = list_inputs(cfg.input)
     out_dir = check_output_dir(cfg.output_dir or hydra_dir)  # before any work
     module = load_module(cfg.ckpt_path)
+    module.tta = str(settings.tta)
     device = resolve_device(settings.device)
     module.to(device)
     meta = module.meta

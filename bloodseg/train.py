@@ -147,6 +147,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "test split",
             cfg.evaluation.num_overlays,
             checkpoint=str(run_dir / "checkpoints" / "last.ckpt"),
+            test_time_augmentation=str(cfg.evaluation.tta),
         )
         callbacks = [
             *build_callbacks(cfg, run_dir, with_loggers=bool(loggers)),

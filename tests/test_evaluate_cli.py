@@ -308,3 +308,22 @@ def test_folder_mode_honours_allow_unpaired_as_its_error_suggests(tmp_path):
     result = run_tool(*folder_args(tmp_path, "data.allow_unpaired=true", "evaluation.num_overlays=0"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_images"] == 1
+
+
+def test_checkpoint_evaluation_with_test_time_augmentation(smoke_run, tmp_path):
+    """evaluation.tta scores every image with its flipped views and says so in metrics.json."""
+    run_dir, _ = smoke_run
+    evaluate_checkpoint(run_dir, tmp_path, "evaluation.tta=flip")
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert trained["test_time_augmentation"] == "none" and evaluated["test_time_augmentation"] == "flip"
+    counts = np.array(evaluated["confusion_matrix"]["counts"])
+    assert counts.sum() == np.array(trained["confusion_matrix"]["counts"]).sum()
+    wrong = run_tool(
+        "bloodseg.evaluate", f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}", "evaluation.tta=rot"
+    )
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert (
+        "expected one of [none, flip, dihedral]" in wrong.stderr
+        and "full_key: evaluation.tta" in wrong.stderr
+    )
