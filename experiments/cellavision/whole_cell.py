@@ -1,9 +1,9 @@
 """Whole-cell Dice (cytoplasm + nucleus against background) and per-class Dice of finished runs, per sweep.
 
-    python experiments/cellavision/whole_cell.py LABEL=SWEEP_DIR[,SWEEP_DIR...] ... > whole_cell.md
+    python experiments/cellavision/whole_cell.py LABEL=DIR[,DIR...] ... > whole_cell.md
 
-Reads each job's metrics.json (its test confusion matrix and class Dice) in the sweep folders of
-a label and prints one Markdown row per label: mean +- std over those jobs (the seeds), n jobs.
+Reads each job's metrics.json (its test confusion matrix and class Dice) in the folders of a label
+(a multirun folder: its jobs' */metrics.json; an evaluate output folder: its own metrics.json) and prints one Markdown row per label: mean +- std over those jobs (the seeds), n jobs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def metrics_files(folder: Path) -> list[Path]:
+    """The folder's own metrics.json (an evaluate output), else its jobs' */metrics.json (a multirun)."""
+    own = folder / "metrics.json"
+    return [own] if own.is_file() else sorted(folder.glob("*/metrics.json"))
+
+
 def main(groups: list[str]) -> None:
     print(
         "| configuration | jobs | whole-cell Dice | "
@@ -33,9 +39,10 @@ def main(groups: list[str]) -> None:
     for group in groups:
         label, _, folders = group.partition("=")
         sweeps = [Path(f) for f in folders.split(",")]
-        runs = [json.loads(p.read_text()) for sweep in sweeps for p in sorted(sweep.glob("*/metrics.json"))]
+        files = [p for sweep in sweeps for p in metrics_files(sweep)]
+        runs = [json.loads(p.read_text()) for p in files]
         if not runs:
-            sys.exit(f"{group}: no */metrics.json; give LABEL=multirun folder(s) of finished jobs")
+            sys.exit(f"{group}: no metrics.json; give LABEL=multirun or evaluate folder(s) of finished jobs")
         cell = [foreground_dice(r["confusion_matrix"]["counts"]) for r in runs]
         classes = [
             [r["classes"][name]["dice"] for r in runs] for name in ("background", "cytoplasm", "nucleus")
