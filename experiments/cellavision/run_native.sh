@@ -2,7 +2,7 @@
 # CellaVision at native scale on a CPU: train on random 128x128 windows of the 300x300 crops
 # (data.crop_size), score whole 300x300 images (train's own test pass; no resizing anywhere).
 # Usage: experiments/cellavision/run_native.sh OUT_DIR [PART...]   (outputs are not committed)
-# PART is any of best best_weighted best_rotation best_long augment (default: best augment, in order); two shells with disjoint parts and
+# PART is any of best best_weighted best_rotation best_long tta augment (default: best augment, in order); two shells with disjoint parts and
 # OMP_NUM_THREADS=1 use two cores. Aggregate with:
 #   python -m bloodseg.aggregate OUT_DIR/native_best_seed* OUT_DIR/native_best_weighted OUT_DIR/native_aug_* out=...
 set -euo pipefail
@@ -42,6 +42,16 @@ fi
 # 1d. the same as 1c trained 2.4x longer (the poly schedule stretches with it), 3 seeds
 if wanted best_long; then
   three_seeds native_rot_long loss.class_weighting=none data.rotation=180 trainer.max_epochs=${LONG_EPOCHS:-24}
+fi
+# 1e. the checkpoints of 1d scored again with test-time augmentation (flip: 4 views, dihedral: 8)
+if wanted tta; then
+  for mode in flip dihedral; do
+    for seed in 1 2 3; do
+      $PY -m bloodseg.evaluate ckpt_path=$OUT/native_rot_long_seed$seed/0/checkpoints/last.ckpt evaluation.tta=$mode \
+        output_dir=$OUT/tta_${mode}_seed$seed > $OUT/tta_${mode}_seed$seed.log 2>&1 &
+    done
+    wait
+  done
 fi
 # 2. what the literature adds, each on its own at a short budget (seed 1, one process each): none,
 #    rotation, colour jitter, zoom

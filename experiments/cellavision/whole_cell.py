@@ -1,4 +1,5 @@
-"""Whole-cell Dice (cytoplasm + nucleus against background) and per-class Dice of finished runs, per sweep.
+"""Mean IoU, mean BF, whole-cell Dice (cytoplasm + nucleus against background) and per-class Dice of
+finished runs, per group of runs.
 
     python experiments/cellavision/whole_cell.py LABEL=DIR[,DIR...] ... > whole_cell.md
 
@@ -31,11 +32,11 @@ def metrics_files(folder: Path) -> list[Path]:
 
 def main(groups: list[str]) -> None:
     print(
-        "| configuration | jobs | whole-cell Dice | "
+        "| configuration | jobs | mean IoU | mean BF | whole-cell Dice | "
         + " | ".join(["background Dice", "cytoplasm Dice", "nucleus Dice"])
         + " |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for group in groups:
         label, _, folders = group.partition("=")
         sweeps = [Path(f) for f in folders.split(",")]
@@ -47,8 +48,9 @@ def main(groups: list[str]) -> None:
         classes = [
             [r["classes"][name]["dice"] for r in runs] for name in ("background", "cytoplasm", "nucleus")
         ]
+        dataset = [spread([r["dataset"][key] for r in runs]) for key in ("mean_iou", "mean_bf_score")]
         print(
-            f"| {label} | {len(runs)} | {spread(cell)} | "
+            f"| {label} | {len(runs)} | {' | '.join(dataset)} | {spread(cell)} | "
             + " | ".join(spread(c) for c in classes)
             + " |"
         )
