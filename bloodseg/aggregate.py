@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bloodseg.arguments import key_value_options
 from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS
-from bloodseg.sweep_results import JobRecord, collect_jobs
+from bloodseg.sweep_results import JobRecord, collect_jobs, split_to_rank_on
 
 IGNORED_KEYS = ("seed", "hydra.sweep.dir", "hydra.run.dir")
 
@@ -89,9 +89,8 @@ def aggregate(multirun_dirs: list[Path]) -> dict:
 def ranking_key(runs: list[dict]) -> str:
     """``val/mean_iou`` when every configuration with test metrics also has validation ones, else
     ``test/mean_iou`` (choosing on the test split: the best score is then optimistic)."""
-    scored = [run for run in runs if run["dataset"]["mean_iou"] is not None]
-    has_val = scored and all(run["validation"]["mean_iou"] is not None for run in scored)
-    return "val/mean_iou" if has_val else "test/mean_iou"
+    scored = [run["validation"]["mean_iou"] for run in runs if run["dataset"]["mean_iou"] is not None]
+    return f"{split_to_rank_on(scored)}/mean_iou"
 
 
 def rank_value(run: dict, ranked_by: str) -> float | None:

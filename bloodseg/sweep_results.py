@@ -55,10 +55,15 @@ RANKING_TEXT = {
 }
 
 
+def split_to_rank_on(val_mean_ious: list[float | None]) -> str:
+    """The split to rank on: val when there are scored jobs (or configurations) and every one has a
+    validation mean IoU, else test (choosing on the test split: the best score is then optimistic)."""
+    return "val" if val_mean_ious and all(v is not None for v in val_mean_ious) else "test"
+
+
 def ranking_split(jobs: list[JobRecord]) -> str:
-    """The ranking split: "val" when every job with metrics has a validation mean IoU, else "test"."""
-    scored = [job for job in jobs if job.metrics is not None]
-    return "val" if scored and all(job.val_mean_iou is not None for job in scored) else "test"
+    """The ranking split of a sweep's jobs: "val" when every job with metrics has a validation mean IoU."""
+    return split_to_rank_on([job.val_mean_iou for job in jobs if job.metrics is not None])
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
