@@ -17,9 +17,10 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from bloodseg.errors import BloodsegError
 
-# conf/ beside the package, as an absolute path: Hydra resolves a relative config_path against the calling
-# *module* when an entry point is imported (console scripts), where "../conf" would name a package "conf"
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The YAML configs ship inside the package (bloodseg/conf; the repository's top-level conf/ links to it),
+# so a non-editable install has them too. An absolute path: Hydra resolves a relative config_path
+# against the calling *module* when an entry point is imported (console scripts).
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 IGNORE_INDEX = 255
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

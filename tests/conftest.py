@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "bloodseg" / "conf"  # the YAML configs ship inside the package
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CELLAVISION = SHARED_DATA / "cellavision_wbc"
 

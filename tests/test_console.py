@@ -8,7 +8,7 @@ import sys
 import tomllib
 
 import pytest
-from conftest import ONE_BATCH, ROOT, compose_train, run_cli
+from conftest import CONF_DIR, ONE_BATCH, ROOT, compose_train, run_cli
 
 LIBRARY_NOISE = {
     "litlogger": "Lightning's litlogger advertisement",
@@ -124,7 +124,7 @@ def test_a_call_missing_its_arguments_exits_2_and_writes_nothing(tool, tmp_path)
 def test_predict_writes_to_a_dated_folder_by_default():
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="predict")
     assert re.fullmatch(r"outputs/predict/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.output_dir)
 
