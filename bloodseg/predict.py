@@ -45,6 +45,7 @@ from bloodseg.counting import (
     label_cells,
 )
 from bloodseg.data.fieldio import needs_streaming, open_field, probe_size
+from bloodseg.data.imageio import read_rgb
 from bloodseg.data.labels import palette_label
 from bloodseg.errors import BloodsegError, exit_2_on_user_error
 from bloodseg.extras import require
@@ -226,9 +227,27 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
                     run.guarded(path, lambda p=path: run.stream(module, p, stems[p], device))
                 continue
             fields = read_fields(group, stems, plan, skipped, lambda: progress.update(1))
-            for done in predict_fields(module, fields, tile, settings.batch_size, device):
-                path = by_stem[done.name]
-                run.guarded(path, lambda d=done, p=path: run.finish_whole(d, p))
+            finished: set[Path] = set()
+            try:
+                for done in predict_fields(module, fields, tile, settings.batch_size, device):
+                    path = by_stem[done.name]
+                    finished.add(path)
+                    run.guarded(path, lambda d=done, p=path: run.finish_whole(d, p))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:  # noqa: BLE001 - the network failed on a batch that may mix images
+                passed_over = {row["file"] for row in skipped}
+                left = [p for p in group if p not in finished and str(p) not in passed_over]
+                log.warning(
+                    "the network failed on a batch (%s: %s); predicting the %d image(s) left one at a time",
+                    type(error).__name__,
+                    str(error).splitlines()[0][:200] if str(error) else "",
+                    len(left),
+                )
+                for path in left:
+                    run.guarded(
+                        path, lambda p=path: run.predict_alone(module, p, stems[p], plan, tile, device)
+                    )
     order = {str(path): i for i, path in enumerate(files)}
     skipped.sort(key=lambda row: order.get(row["file"], 0))  # in input order, however they failed
     summary = {
@@ -306,6 +325,12 @@ class Run:
         write_outputs(self.out_dir, done.name, done.image, labels, cells, self.meta, self.settings)
         counts = class_counts(labels, names, cells[1])
         self.record(path, counts, cells[1], {"mode": done.mode, "tiles": len(done.boxes)})
+
+    def predict_alone(self, module, path: Path, stem: str, plan: FieldPlan, tile, device) -> None:
+        """Read, predict and post-process one image in batches of its own (after a shared batch failed)."""
+        image, _ = read_rgb(path)
+        (done,) = predict_fields(module, [plan.field(stem, image)], tile, self.settings.batch_size, device)
+        self.finish_whole(done, path)
 
     def stream(self, module, path: Path, stem: str, device) -> None:
         """Predict and post-process one field tile by tile (bloodseg.streaming)."""

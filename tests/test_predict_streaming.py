@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as TF
 from conftest import run_tool
 from PIL import Image
+from test_input_checks import compose_app
 from test_predict import META, TILE, full_forward, local_model  # noqa: F401  (a fixture)
 
+import bloodseg.predict as predict_module
 from bloodseg.counting import cells_in_windows, disc_field, label_cells
 from bloodseg.data.fieldio import ArrayReader, TiffReader, needs_streaming, open_field
 from bloodseg.data.labels import palette_label
@@ -213,3 +215,52 @@ def test_predict_streams_large_fields_and_passes_over_bad_files(smoke_run, tmp_p
     with open(out / "counts.csv") as handle:
         rows = {row["image"]: row for row in csv.DictReader(handle)}
     assert rows["wide.tif"]["rbc_count"] == "" and int(rows["scan.tif"]["rbc_area_px"]) == area
+
+
+class FailsOnLargeInputs(torch.nn.Module):
+    """The trained network, failing like a GPU out of memory on inputs above max_pixels."""
+
+    def __init__(self, net: torch.nn.Module, max_pixels: int):
+        super().__init__()
+        self.inner, self.max_pixels = net, max_pixels
+
+    def forward(self, x):
+        if x.shape[-2] * x.shape[-1] > self.max_pixels:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        return self.inner(x)
+
+
+@pytest.mark.slow
+def test_a_network_failure_costs_only_the_image_that_fails_alone(smoke_run, tmp_path, monkeypatch):
+    """The network fails on the batch of a large image (as out of memory would): the images batched
+    before it are written, those after it are predicted one at a time, and only the large one is
+    reported as not predicted."""
+    run_dir, _ = smoke_run
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, seed, (h, w) in (
+        ("a", 30, (40, 50)),
+        ("b", 31, (200, 300)),
+        ("c", 32, (40, 50)),
+        ("d", 33, (40, 50)),
+    ):
+        Image.fromarray(generate_smear(seed, h, w)[0]).save(folder / f"{name}.png")
+    load_module = predict_module.load_module
+
+    def load_with_failing_network(path):
+        module = load_module(path)
+        module.net = FailsOnLargeInputs(module.net, max_pixels=128 * 128)
+        return module
+
+    monkeypatch.setattr(predict_module, "load_module", load_with_failing_network)
+    cfg = compose_app(
+        "predict", f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}", f"input={folder}", f"output_dir={tmp_path / 'out'}",
+        "predict.mode=whole",
+    )  # fmt: skip
+    summary = predict_module.predict(cfg, tmp_path)
+    assert [r["image"] for r in summary["images"]] == ["a.png", "c.png", "d.png"]
+    (skipped,) = summary["skipped"]
+    assert skipped["file"].endswith("b.png") and "out of memory" in skipped["reason"]
+    for name in "acd":
+        assert (tmp_path / "out" / f"{name}_labels.png").is_file()
+    assert not list((tmp_path / "out").glob("b_*"))
