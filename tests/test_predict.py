@@ -405,3 +405,26 @@ def test_outlines_draw_each_cell_edge_in_its_class_colour_and_its_id(tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), instances)
     with pytest.raises(BloodsegError, match="do not fit a 16-bit PNG"):
         instance_png(np.array([[70000]]), tmp_path / "big.png")
+
+
+@pytest.mark.slow
+def test_predict_with_test_time_augmentation_writes_the_averaged_labels(smoke_run, tmp_path):
+    """predict.tta=flip: the labels written are those of the flip-averaged scores, not the plain ones."""
+    from bloodseg.builders import load_module
+
+    ckpt = smoke_run[0] / "checkpoints/last.ckpt"
+    image = generate_smear(40, 64, 96)[0]
+    Image.fromarray(image).save(tmp_path / "field.png")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="predict",
+            overrides=[f"ckpt_path={ckpt}", f"input={tmp_path / 'field.png'}", f"output_dir={tmp_path / 'out'}",
+                       "predict.mode=whole", "predict.tta=flip"],
+        )  # fmt: skip
+    predict(cfg, tmp_path)
+    written = np.asarray(Image.open(tmp_path / "out" / "field_labels.png"))
+    module = load_module(ckpt)
+    module.tta = "flip"
+    assert np.array_equal(written, predict_image(module, image, PredictMode.whole))
+    module.tta = "none"
+    assert not np.array_equal(written, predict_image(module, image, PredictMode.whole))
