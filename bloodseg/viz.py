@@ -25,7 +25,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, colors: list, alpha: float = 
     """Blend class colours over an HxWx3 uint8 image; ignored pixels (255) keep the image."""
     masks = torch.from_numpy(labels.astype(np.int64))[None] == torch.arange(len(colors))[:, None, None]
     blended = draw_segmentation_masks(
-        torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
+        torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1),  # read-only: copied
         masks,
         alpha=alpha,
         colors=[tuple(int(v) for v in color) for color in colors],
