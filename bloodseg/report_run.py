@@ -115,11 +115,12 @@ def overlay_kind(kind: str, names: list[str]) -> str:
     """What an overlay file's kind means: best / worst by mean IoU, or the image showing one class best."""
     if kind in ("best", "worst"):
         return f"{kind} test image by mean IoU"
-    k = int(kind[4:])
+    showcase, index = re.fullmatch(r"(only|most)(\d+)", kind).groups()
+    k = int(index)
     name = names[k] if k < len(names) else f"class {k}"
     return (
         f"test image with only {name} among the cell classes"
-        if kind.startswith("only")
+        if showcase == "only"
         else f"best {name} test image"
     )
 
