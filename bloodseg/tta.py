@@ -16,7 +16,7 @@ import torch
 
 from bloodseg.config import TestTimeAugmentation
 
-# a view: (transpose H and W first?, flip H?, flip W?); applying it twice restores the input
+# a view: (transpose H and W first?, then flip H?, flip W?); _undo maps a view's output back
 View = tuple[bool, bool, bool]
 FLIPS: list[View] = [(False, False, False), (False, False, True), (False, True, False), (False, True, True)]
 VIEWS: dict[str, list[View]] = {
@@ -39,11 +39,6 @@ def _undo(x: torch.Tensor, view: View) -> torch.Tensor:
     dims = [d for d, flip in ((-2, flip_h), (-1, flip_w)) if flip]
     x = x.flip(dims) if dims else x
     return x.transpose(-2, -1) if transpose else x
-
-
-def view_count(mode: TestTimeAugmentation | str) -> int:
-    """How many forward passes one image costs under ``mode``."""
-    return len(VIEWS[str(mode)])
 
 
 def averaged_scores(
