@@ -24,7 +24,8 @@ FIGURE5 = "figure5_class_pixels.png"
 UNLABELLED_COLOR = (255, 0, 255)  # magenta hatching: no class in the label image
 
 
-def _hex(color: Sequence[int]) -> str:
+def hex_color(color: Sequence[int]) -> str:
+    """An RGB triple as ``#rrggbb``."""
     return "#" + "".join(f"{int(v):02x}" for v in color)
 
 
@@ -33,11 +34,11 @@ def legend_handles(names: Sequence[str], colors: Sequence[Sequence[int]], with_u
     from matplotlib.patches import Patch
 
     handles = [
-        Patch(facecolor=_hex(c), edgecolor="#333", label=n) for n, c in zip(names, colors, strict=True)
+        Patch(facecolor=hex_color(c), edgecolor="#333", label=n) for n, c in zip(names, colors, strict=True)
     ]
     if with_unlabelled:
         handles.append(
-            Patch(facecolor="white", edgecolor=_hex(UNLABELLED_COLOR), hatch="////", label="unlabelled")
+            Patch(facecolor="white", edgecolor=hex_color(UNLABELLED_COLOR), hatch="////", label="unlabelled")
         )
     return handles
 

@@ -15,9 +15,9 @@ import yaml
 
 from bloodseg.data.labels import FALLBACK_COLORS
 from bloodseg.metrics.report import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS, rules_line
-from bloodseg.paper_figures import FIGURE4, FIGURE5, UNLABELLED_COLOR
+from bloodseg.paper_figures import FIGURE4, FIGURE5, UNLABELLED_COLOR, hex_color
 from bloodseg.report_figures import per_class_curves_png, summary_curves_png
-from bloodseg.run_history import read_curves
+from bloodseg.run_history import Series, read_curves
 
 FILES = (
     "metrics.json",
@@ -79,7 +79,7 @@ def class_legend(cfg: dict[str, Any], names: list[str]) -> list[dict[str, str]]:
     items = []
     for i, name in enumerate(names):
         color = configured.get(name) or FALLBACK_COLORS[i % len(FALLBACK_COLORS)]
-        items.append({"name": name, "color": "#" + "".join(f"{int(v):02x}" for v in color)})
+        items.append({"name": name, "color": hex_color(color)})
     items.append({"name": "unlabelled (image shows through)", "color": "transparent"})
     return items
 
@@ -96,16 +96,14 @@ def failure_of(run_dir: Path) -> dict[str, str] | None:
     return None
 
 
-def per_image_rows(run_dir: Path) -> tuple[list[str], list[list[str]]]:
-    """per_image_metrics.csv as header and formatted rows (empty when missing)."""
+def read_per_image(run_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """per_image_metrics.csv as its header and rows of text (both empty when missing or without rows)."""
     path = Path(run_dir) / "per_image_metrics.csv"
     if not path.is_file():
         return [], []
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
-    if len(rows) < 2:
-        return [], []
-    return rows[0], [[r[0], *[fmt(float(x)) if x else "n/a" for x in r[1:]]] for r in rows[1:]]
+    return (rows[0], rows[1:]) if len(rows) > 1 else ([], [])
 
 
 OVERLAY_NAME = re.compile(r"overlay_(best|worst|only\d+|most\d+)_(.+)")
@@ -149,20 +147,23 @@ def wandb_dirs(run_dir: Path) -> list[dict[str, Any]]:
     return [{"path": str(p.resolve()), "offline": p.name.startswith("offline-")} for p in found]
 
 
-def run_context(run_dir: Path, anchor: str, title: str, note: str = "") -> dict[str, Any]:
-    """Everything the template shows of one run directory."""
+def run_context(
+    run_dir: Path, anchor: str, title: str, note: str = "", series: Series | None = None
+) -> dict[str, Any]:
+    """Everything the template shows of one run directory; ``series``: its curves when already read."""
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json")
     cfg = run_config(run_dir)
-    series = read_curves(run_dir)
+    series = read_curves(run_dir) if series is None else series
     names = (
         list(metrics["classes"])
         if metrics
         else [c.get("name") for c in cfg.get("data", {}).get("classes", [])]
     )
     legend = class_legend(cfg, names)
-    header, image_rows = per_image_rows(run_dir)
-    per_image = {row[0]: dict(zip(header, row, strict=False)) for row in _raw_rows(run_dir)}
+    header, raw_rows = read_per_image(run_dir)
+    image_rows = [[r[0], *[fmt(float(x)) if x else "n/a" for x in r[1:]]] for r in raw_rows]
+    per_image = {row[0]: dict(zip(header, row, strict=False)) for row in raw_rows}
     overlays = []
     order = {"best": 0, "worst": 1}
     found = [(m, p) for p in run_dir.glob("overlay_*.png") if (m := OVERLAY_NAME.fullmatch(p.stem))]
@@ -215,19 +216,11 @@ def run_context(run_dir: Path, anchor: str, title: str, note: str = "") -> dict[
         "files": [[name, "present"] for name in FILES if (run_dir / name).exists()],
         "wandb": wandb_dirs(run_dir),
         "wandb_run_id": _text(run_dir / "wandb_run_id.txt"),
-        "unlabelled_color": "#" + "".join(f"{v:02x}" for v in UNLABELLED_COLOR),
+        "unlabelled_color": hex_color(UNLABELLED_COLOR),
     }
     if metrics is not None:
         context["metrics"] = metrics_context(metrics, header, image_rows)
     return context
-
-
-def _raw_rows(run_dir: Path) -> list[list[str]]:
-    path = Path(run_dir) / "per_image_metrics.csv"
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.reader(handle))[1:]
 
 
 def _text(path: Path) -> str | None:
