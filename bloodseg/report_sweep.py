@@ -11,7 +11,14 @@ from bloodseg.report_figures import sweep_curves_png
 from bloodseg.report_run import figure, fmt, run_context
 from bloodseg.run_history import read_curves
 from bloodseg.sweep_figures import comparison_plan, dot_chart_png, heatmap_png, parallel_coordinates_png
-from bloodseg.sweep_results import RANKING_TEXT, collect_jobs, ranking_split, varying_keys
+from bloodseg.sweep_results import (
+    RANKING_TEXT,
+    class_names,
+    collect_jobs,
+    ranked_jobs,
+    ranking_split,
+    varying_keys,
+)
 
 
 def job_anchor(job_dir: Path) -> str:
@@ -29,8 +36,8 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
     jobs = collect_jobs(multirun_dir)
     keys = varying_keys(jobs)
     split = ranking_split(jobs)
-    ordered = sorted(jobs, key=lambda j: (j.metrics is None, -j.rank_value(split), str(j.path)))
-    classes = next((list(job.class_iou) for job in jobs if job.class_iou), [])
+    ordered = ranked_jobs(jobs, split)
+    classes = class_names(jobs)
     has_val = split == "val"
     header = [
         *keys,
@@ -86,6 +93,7 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
             )
         )
     offline = sorted(Path(multirun_dir).glob("*/wandb/offline-run-*"))
+    curves = {j.path: read_curves(j.path) for j in ordered}  # each job's csv read once, for both uses
     return {
         "header": header,
         "num_keys": len(keys),
@@ -97,13 +105,17 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
         "failed": [row for row in rows if row["failed"]],
         "figures": [f for f in figures if f],
         "curves": figure(
-            sweep_curves_png({job_label(j, keys): read_curves(j.path) for j in ordered}),
+            sweep_curves_png({job_label(j, keys): curves[j.path] for j in ordered}),
             "curves of every job",
             "One row per job (best first): loss and mean IoU per split.",
         ),
         "jobs": [
             run_context(
-                j.path, job_anchor(j.path), f"Job {j.path.name}: {job_label(j, keys)}", str(j.path.resolve())
+                j.path,
+                job_anchor(j.path),
+                f"Job {j.path.name}: {job_label(j, keys)}",
+                str(j.path.resolve()),
+                curves[j.path],
             )
             for j in ordered
         ],

@@ -101,16 +101,26 @@ def varying_keys(jobs: list[JobRecord]) -> list[str]:
     return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
+def ranked_jobs(jobs: list[JobRecord], split: str) -> list[JobRecord]:
+    """Jobs with metrics best first by the mean IoU of ``split`` ("val" or "test"), then the others;
+    ties and the others in folder order."""
+    return sorted(jobs, key=lambda j: (j.metrics is None, -j.rank_value(split), str(j.path)))
+
+
+def class_names(jobs: list[JobRecord]) -> list[str]:
+    """The class names of the first job with per-class IoU (empty when none has metrics)."""
+    return next((list(job.class_iou) for job in jobs if job.class_iou), [])
+
+
 def summary_rows(jobs: list[JobRecord]) -> tuple[list[str], list[list]]:
     """The header and rows of the sweep table: completed jobs best first (see ranking_split), then the others."""
     keys = varying_keys(jobs)
     split = ranking_split(jobs)
-    classes = next((list(job.class_iou) for job in jobs if job.class_iou), [])
+    classes = class_names(jobs)
     val_column = ["val_mean_iou"] if split == "val" else []
     header = [*keys, *val_column, *DATASET_KEYS, *[f"iou_{c}" for c in classes], "status", "job_dir"]
-    ordered = sorted(jobs, key=lambda j: (j.metrics is None, -j.rank_value(split), str(j.path)))
     rows = []
-    for job in ordered:
+    for job in ranked_jobs(jobs, split):
         dataset = (job.metrics or {}).get("dataset", {})
         status = job.status if not job.error else f"{job.status}: {job.error}"
         rows.append(
