@@ -39,20 +39,15 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 from scipy import ndimage
 
-from bloodseg.builders import (
-    build_module,
-    build_trainer,
-    channels_last_for,
-    resolve_precision,
-    without_pretrained_weights,
-)
 from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
-from bloodseg.losses import class_weights
 from bloodseg.metrics.boundary import bf_scores
 from bloodseg.metrics.suite import SegmentationMetrics
 from bloodseg.models.registry import build_model
+from bloodseg.training.checkpoints import without_pretrained_weights
+from bloodseg.training.factory import build_module, build_trainer, channels_last_for, resolve_precision
+from bloodseg.training.losses import class_weights
 
 log = logging.getLogger("bloodseg.bench")
 

@@ -15,15 +15,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from bloodseg.constants import DEFAULT_MAX_WHOLE_PIXELS, IMAGENET_MEAN, IMAGENET_STD
 from bloodseg.errors import BloodsegError
 
 # The YAML configs ship inside the package (bloodseg/conf; the repository's top-level conf/ links to it),
 # so a non-editable install has them too. An absolute path: Hydra resolves a relative config_path
 # against the calling *module* when an entry point is imported (console scripts).
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
-IGNORE_INDEX = 255
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 class ConfigChoice(Enum):
@@ -331,6 +329,96 @@ class BenchConfig(TrainConfig):
 
 
 # the schema each group option extends (``defaults: - /NAME@_here_``), stored outside the groups
+
+
+# ---- the tools' schemas (predict, suggest, export) ------------------------------------------------
+class PredictMode(ConfigChoice):
+    """How an image goes through the network: auto (whole when it fits, else tiled), whole, tile, resize."""
+
+    auto = "auto"
+    whole = "whole"
+    tile = "tile"
+    resize = "resize"
+
+
+@dataclass
+class NetworkPassSettings:
+    """How images go through the network, shared by predict and suggest."""
+
+    mode: PredictMode = PredictMode.auto
+    scale: float = 1.0
+    overlap: float = 0.25
+    max_whole_pixels: int = DEFAULT_MAX_WHOLE_PIXELS
+    batch_size: int = 8
+    device: str = "auto"
+
+
+@dataclass
+class PredictSettings(NetworkPassSettings):
+    alpha: float = 0.45
+    outlines: bool = True
+    pixel_size_um: float | None = None
+    min_cell_area: int = 80
+    min_distance: int = 8
+    smoothing: float = 1.0
+    max_hole_area: int = 300
+    stream_pixels: int = 16_777_216
+    stream_tile: int = 512
+    max_picture_pixels: int = 67_108_864
+    max_count_pixels: int = 268_435_456
+    tta: TestTimeAugmentation = TestTimeAugmentation.none
+
+
+@dataclass
+class PredictConfig:
+    ckpt_path: str | None = None
+    input: str | None = None
+    output_dir: str | None = None
+    predict: PredictSettings = field(default_factory=PredictSettings)
+
+
+class Score(ConfigChoice):
+    entropy = "entropy"
+    margin = "margin"
+
+
+@dataclass
+class SuggestSettings(NetworkPassSettings):
+    score: Score = Score.entropy
+    flip: bool = True
+
+
+@dataclass
+class SuggestConfig:
+    ckpt_path: str | None = None
+    input: str | None = None
+    output_dir: str | None = None
+    n: int | None = 10
+    suggest: SuggestSettings = field(default_factory=SuggestSettings)
+
+
+class ExportFormat(ConfigChoice):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+class InputDtype(ConfigChoice):
+    uint8 = "uint8"
+    float32 = "float32"
+
+
+@dataclass
+class ExportConfig:
+    ckpt_path: str | None = None
+    format: ExportFormat = ExportFormat.onnx
+    output: str | None = None
+    input_dtype: InputDtype = InputDtype.uint8
+    opset: int = 18
+    verify: bool = True
+    verify_images: str | None = None
+    verify_count: int = 4
+
+
 GROUP_SCHEMAS = {
     "segnet_schema": SegNetConfig,
     "smp_schema": SmpConfig,
@@ -435,6 +523,9 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="bench_schema", node=BenchConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="suggest_schema", node=SuggestConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     for name, node in GROUP_SCHEMAS.items():
         cs.store(name=name, node=node)
 

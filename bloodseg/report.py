@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bloodseg.arguments import key_value_options
-from bloodseg.report_page import write_report
+from bloodseg.cli import key_value_options
+from bloodseg.html_report.page import write_report
 
 OPTIONS = ("out",)  # also accepted as key=value (out=FILE)
 

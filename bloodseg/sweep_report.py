@@ -15,8 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bloodseg.arguments import key_value_options
-from bloodseg.sweep_results import is_multirun_dir, not_a_multirun_message, write_sweep_summary
+from bloodseg.cli import key_value_options
+from bloodseg.sweeps.results import is_multirun_dir, not_a_multirun_message, write_sweep_summary
 
 OPTIONS = ("out",)  # also accepted as key=value (out=FILE)
 

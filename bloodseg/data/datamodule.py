@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -12,13 +11,13 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from bloodseg.data.datasets import EpochShuffle, EvalSet, EvenShardBatchSampler, FivefoldTrainSet
-from bloodseg.data.labels import ClassTable
+from bloodseg.data.labels import ClassTable, class_pixel_counts
 from bloodseg.data.loading import LoadedImages, describe_stray, load_images
 from bloodseg.data.sources import resolve_pairs
 from bloodseg.data.split import SPLITS, check_split, make_split, read_split, write_split
 from bloodseg.data.transforms import ExtraAugmentation, flip_shift_batch
 from bloodseg.errors import BloodsegError
-from bloodseg.losses import class_pixel_counts
+from bloodseg.files import write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class BloodSmearDataModule(L.LightningDataModule):
 
     def write_label_report(self, path: Path) -> None:
         """Write data_report.json (stray label values per file)."""
-        path.write_text(json.dumps(self.label_report(), indent=2) + "\n")
+        write_json_atomically(path, self.label_report())
 
     def class_pixel_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Class pixel statistics of the training labels (see losses.class_pixel_counts)."""

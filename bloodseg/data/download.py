@@ -20,14 +20,17 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from bloodseg.data.sources import default_cache_dir
+from bloodseg.data.cache import CELLAVISION_DIRNAME, default_cache_dir
 from bloodseg.errors import BloodsegError
 
 CELLAVISION_URL = "https://github.com/zxaoyou/segmentation_WBC/archive/refs/heads/master.zip"
+
+
 # sha256 of the text `sha256sum *.bmp *.png` prints in the dataset folder (files sorted as the shell does).
 CELLAVISION_SHA256 = "3dd4a36284c424793cdd87aa64dc790b6e75330cabf232b20770ecfb2c4d5ebe"
+
+
 CELLAVISION_MEMBER = re.compile(r"(^|/)Dataset 2/(\d{3}\.(bmp|png))$")
-CELLAVISION_DIRNAME = "cellavision_wbc"
 
 
 def folder_digest(directory: Path, patterns=("*.bmp", "*.png")) -> str:
@@ -37,19 +40,6 @@ def folder_digest(directory: Path, patterns=("*.bmp", "*.png")) -> str:
         for path in sorted(directory.glob(pattern), key=lambda p: p.name):
             lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def cellavision_root(data_cfg) -> Path:
-    """data.root if given, else the cached download (with a clear error if it is not there)."""
-    if data_cfg.root:
-        return Path(data_cfg.root).expanduser()
-    cached = default_cache_dir(data_cfg.cache_dir) / CELLAVISION_DIRNAME
-    if not cached.is_dir():
-        raise BloodsegError(
-            f"data=cellavision has no data.root and the cache {cached} is empty; fix: run "
-            "`python -m bloodseg.data.download cellavision` (needs internet) or set data.root=/path/to/copy"
-        )
-    return cached
 
 
 def _fetch(url: str, timeout_s: float) -> bytes:

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image
 
-from bloodseg.config import IGNORE_INDEX
+from bloodseg.constants import IGNORE_INDEX
 from bloodseg.errors import BloodsegError
 
 # Overlay colours for classes whose config gives none (after the paper's three).
@@ -165,3 +166,15 @@ def palette_label(ids: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Ima
     image.putpalette(palette.ravel().tolist())
     image.info["transparency"] = IGNORE_INDEX
     return image
+
+
+def class_pixel_counts(masks: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class: labelled pixels, and labelled pixels of the images that contain the class (ignore excluded)."""
+    pixel_count = torch.zeros(num_classes, dtype=torch.float64)
+    image_pixel_count = torch.zeros(num_classes, dtype=torch.float64)
+    for mask in masks:
+        labelled = mask[mask != IGNORE_INDEX].long().flatten()
+        counts = torch.bincount(labelled, minlength=num_classes)[:num_classes].double()
+        pixel_count += counts
+        image_pixel_count += (counts > 0).double() * counts.sum()
+    return pixel_count, image_pixel_count

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bloodseg.data.cache import cellavision_root, default_cache_dir
 from bloodseg.data.imageio import IMAGE_SUFFIXES
 from bloodseg.data.synthetic import synthetic_dataset_dir
 from bloodseg.errors import BloodsegError
@@ -21,13 +21,6 @@ class SamplePaths:
     id: str
     image: Path
     label: Path
-
-
-def default_cache_dir(configured: str | None) -> Path:
-    """The data cache: data.cache_dir, else $BLOODSEG_CACHE_DIR, else ~/.cache/bloodseg."""
-    if configured:
-        return Path(configured).expanduser()
-    return Path(os.environ.get("BLOODSEG_CACHE_DIR", Path.home() / ".cache" / "bloodseg")).expanduser()
 
 
 def _by_stem(files: list[Path], where: Path) -> dict[str, Path]:
@@ -126,8 +119,6 @@ def resolve_pairs(data_cfg) -> list[SamplePaths]:
             )
         pairs = folder_pairs(Path(data_cfg.root).expanduser(), allow_unpaired)
     elif source == "cellavision":
-        from bloodseg.data.download import cellavision_root
-
         pairs = cellavision_pairs(cellavision_root(data_cfg), allow_unpaired)
     else:
         raise BloodsegError(f"data.source={source} is unknown; use synthetic, folder or cellavision")

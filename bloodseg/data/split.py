@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodseg.errors import BloodsegError
+from bloodseg.files import write_json_atomically
 
 SPLITS = ("train", "val", "test")
 
@@ -43,7 +44,7 @@ def make_split(ids: list[str], test_fraction: float, val_fraction: float, seed: 
 
 def write_split(path: Path, split: dict[str, list[str]], **info) -> None:
     """Write split.json: the ids per split plus how they were drawn."""
-    path.write_text(json.dumps({**info, **{k: split[k] for k in SPLITS}}, indent=2) + "\n")
+    write_json_atomically(path, {**info, **{k: split[k] for k in SPLITS}})
 
 
 def check_split(split: dict, known_ids: list[str], where: str) -> dict[str, list[str]]:

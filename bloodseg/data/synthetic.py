@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from bloodseg.config import IGNORE_INDEX
+from bloodseg.constants import IGNORE_INDEX
 
 BACKGROUND, RBC, WBC = 0, 1, 2
 GENERATOR_VERSION = 1

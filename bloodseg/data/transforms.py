@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from bloodseg.config import IGNORE_INDEX
+from bloodseg.constants import IGNORE_INDEX
 
 
 def resize_pair(

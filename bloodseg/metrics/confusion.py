@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from bloodseg.config import IGNORE_INDEX
+from bloodseg.constants import IGNORE_INDEX
 from bloodseg.metrics.semantics import MATLAB_CURRENT, confusion_metrics
 
 

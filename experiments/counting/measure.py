@@ -1,4 +1,4 @@
-"""Counting error of bloodseg.counting on synthetic label maps with known numbers of cells.
+"""Counting error of bloodseg.inference.counting on synthetic label maps with known numbers of cells.
 
     .venv/bin/python experiments/counting/measure.py [--seeds 20]
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bloodseg.counting import CountSettings, disc_field, split_cells
 from bloodseg.data.synthetic import RBC, WBC, generate_smear
+from bloodseg.inference.counting import CountSettings, disc_field, split_cells
 
 SHAPE = (360, 480)
 FIELDS = {  # name: (radius range, isolated, touching pairs, overlapping pairs)

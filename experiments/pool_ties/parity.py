@@ -6,7 +6,7 @@ process (the machine's best kernels, batch 8: the reference) and again in fresh 
 ONNX Runtime (the exported file, 1 and all threads). Each comparison prints one JSON line with
 the largest logit difference, the share of pixels with the same class, the pixels whose class
 differs although the reference's two best classes are further apart than the parity tolerance
-("decided"), and whether the parity contract of ``bloodseg.parity`` holds.
+("decided"), and whether the parity contract of ``bloodseg.inference.parity`` holds.
 
     .venv/bin/python experiments/pool_ties/parity.py RUN_DIR [IMAGES_GLOB] [COUNT]
 """
@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bloodseg.builders import load_module
-from bloodseg.export import export_onnx, folder_parity_images
-from bloodseg.parity import compare_logits
+from bloodseg.inference.model_export import export_onnx, folder_parity_images
+from bloodseg.inference.parity import compare_logits
+from bloodseg.training.checkpoints import load_module
 
 SCORE = """
 import sys
 import numpy as np
 import torch
-from bloodseg.builders import load_module
+from bloodseg.training.checkpoints import load_module
 
 ckpt, images_path, threads, batch, out = sys.argv[1:]
 torch.set_num_threads(int(threads))

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from bloodseg.builders import load_module
+from bloodseg.config import PredictMode
 from bloodseg.data.labels import ClassTable
 from bloodseg.data.loading import load_images
 from bloodseg.data.sources import cellavision_pairs
-from bloodseg.inference import PredictMode, predict_image
+from bloodseg.inference.tiling import predict_image
+from bloodseg.training.checkpoints import load_module
 
 
 def mosaic(pieces: list[np.ndarray]) -> np.ndarray:

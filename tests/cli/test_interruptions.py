@@ -1,0 +1,82 @@
+"""Ctrl-C, kill -9 while saving, and a run with nothing to train: what is kept and what is said."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ONE_BATCH, ROOT, SMOKE, compose_train
+
+from bloodseg.training.checkpoint_io import AtomicCheckpointIO
+from bloodseg.training.factory import build_trainer
+from bloodseg.training.run import train
+
+SAVE_FOREVER = (
+    "import sys, torch; from bloodseg.training.checkpoint_io import save_atomically\n"
+    "state = {'w': torch.randn(16, 1024, 1024)}\n"  # 64 MiB: the kill usually lands mid-write
+    "for i in range(10_000):\n"
+    "    state['i'] = i; save_atomically(state, sys.argv[1]); print(i, flush=True)\n"
+)
+
+
+def test_kill_while_saving_leaves_a_complete_checkpoint_and_nothing_in_tmpdir(tmp_path):
+    tmpdir, target = tmp_path / "tmpdir", tmp_path / "ckpts" / "last.ckpt"
+    tmpdir.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", SAVE_FOREVER, str(target)],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmpdir)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(3):  # three complete saves, then kill during the following ones
+        child.stdout.readline()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert list(tmpdir.iterdir()) == []  # nothing staged in $TMPDIR
+    assert torch.load(target, weights_only=True)["w"].shape == (16, 1024, 1024)  # complete, loadable
+    assert {p.name for p in target.parent.iterdir()} <= {"last.ckpt", ".last.ckpt.partial"}
+    trainer = build_trainer(compose_train([*SMOKE, *ONE_BATCH]), tmp_path / "run")
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # what training saves through
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_continue_and_records_the_interruption(tmp_path):
+    args = [*SMOKE, *ONE_BATCH, "trainer.max_epochs=1000", f"hydra.run.dir={tmp_path}"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bloodseg.train", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        # Ctrl-C as in a terminal, even when this suite runs in the background (`make test &`
+        # starts it with SIGINT ignored, which a child would inherit and Python would honour)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        ckpt = tmp_path / "checkpoints" / "last.ckpt"
+        deadline = time.time() + 240
+        while not ckpt.is_file() and child.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert child.poll() is None, "the run ended before it could be interrupted"
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()  # never leave a 1000-epoch run behind a failed check
+    assert child.returncode != 0
+    assert "re-run the same command to continue" in stderr and "last.ckpt" in stderr
+    assert json.loads((tmp_path / "job_status.json").read_text())["status"] == "interrupted"
+    assert not (tmp_path / "run.lock").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_no_epochs_writes_no_metrics_pointing_at_a_missing_checkpoint(tmp_path):
+    train(compose_train([*SMOKE, *ONE_BATCH, "trainer.max_epochs=0"]), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["checkpoint"] is None and not (tmp_path / "checkpoints" / "last.ckpt").exists()
