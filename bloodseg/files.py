@@ -7,9 +7,11 @@ target in one rename (atomic on POSIX file systems within one folder). Every res
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,3 +51,12 @@ def write_json_atomically(path: str | Path, record: Any, allow_nan: bool = True)
     previous file untouched.
     """
     write_text_atomically(path, json.dumps(record, indent=2, allow_nan=allow_nan) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | Path) -> Iterator[io.StringIO]:
+    """A text handle (newlines untranslated, as ``open(path, "w", newline="")``) whose content replaces
+    ``path`` all or nothing when the block ends; an exception in the block leaves ``path`` as it was."""
+    buffer = io.StringIO(newline="")
+    yield buffer
+    write_text_atomically(path, buffer.getvalue())

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bloodseg.files import write_json_atomically
+from bloodseg.files import atomic_text, write_json_atomically, write_text_atomically
 from bloodseg.metrics.semantics import MATLAB_CURRENT
 from bloodseg.metrics.tables import build_metrics, json_number, paper_tables_markdown
 from bloodseg.viz.figures import confusion_matrix_figure
@@ -29,7 +29,7 @@ def write_confusion_csv(path: Path, metrics: dict[str, Any]) -> None:
     """confusion_matrix.csv: one row per true class with its counts, then its row-normalised percentages."""
     cm = metrics["confusion_matrix"]
     names = cm["classes"]
-    with open(path, "w", newline="") as handle:
+    with atomic_text(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["true_class", *[f"pred_{n}_count" for n in names], *[f"pred_{n}_percent" for n in names]]
@@ -44,7 +44,7 @@ def write_per_image_csv(
     """per_image_metrics.csv: one row per image with its global accuracy, mean accuracy, mean IoU,
     mean BF score, mean Dice, then per-class IoU, BF and Dice (MATLAB's ImageMetrics plus Dice; empty
     cell = NaN)."""
-    with open(path, "w", newline="") as handle:
+    with atomic_text(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(
             [
@@ -144,7 +144,7 @@ def write_evaluation(
         out_dir / "confusion_matrix.png",
         f"Normalized confusion matrix (%), {title}",
     )
-    (out_dir / "metrics.md").write_text(paper_tables_markdown(metrics, title))
+    write_text_atomically(out_dir / "metrics.md", paper_tables_markdown(metrics, title))
     if "image_mean_iou" in results:
         write_per_image_csv(out_dir / "per_image_metrics.csv", results, class_names, image_ids)
         if render is not None and num_overlays > 0:

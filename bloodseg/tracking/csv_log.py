@@ -12,14 +12,13 @@ and appends after them: each step and epoch appears exactly once.
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from bloodseg.files import write_text_atomically
+from bloodseg.files import atomic_text
 
 
 def keep_rows_before(metrics_file: Path, step: int) -> list[str]:
@@ -28,11 +27,10 @@ def keep_rows_before(metrics_file: Path, step: int) -> list[str]:
         reader = csv.DictReader(handle)
         header = sorted(reader.fieldnames or [])
         rows = [row for row in reader if row.get("step") not in (None, "") and int(float(row["step"])) < step]
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=header)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomically(metrics_file, text.getvalue())
+    with atomic_text(metrics_file) as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
     return header
 
 
