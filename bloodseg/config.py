@@ -36,6 +36,8 @@ class DataSource(ConfigChoice):
     synthetic = "synthetic"
     folder = "folder"
     cellavision = "cellavision"
+    smear_fields = "smear_fields"
+    allidb1_masks = "allidb1_masks"
 
 
 class ClassWeighting(ConfigChoice):
@@ -72,6 +74,7 @@ class SyntheticConfig:
 class DataConfig:
     source: DataSource = DataSource.synthetic
     root: str | None = None
+    mask_root: str | None = None
     classes: list[ClassSpec] = MISSING
     image_size: list[int] = field(default_factory=lambda: [360, 480])
     test_fraction: float = 0.3
@@ -267,7 +270,18 @@ class CallbacksConfig:
 
 
 @dataclass
+class InstancesConfig:
+    enabled: bool = True
+    min_true_area: int = 100
+    min_cell_area: int = 80
+    min_distance: int = 8
+    smoothing: float = 1.0
+    max_hole_area: int = 300
+
+
+@dataclass
 class EvaluationConfig:
+    instances: InstancesConfig = field(default_factory=InstancesConfig)
     bf_tolerance: float = 0.0075
     semantics: str = "matlab_current"
     num_overlays: int = 1
@@ -478,6 +492,11 @@ VALUE_RULES: list[tuple[str, Any, str]] = [
     ("callbacks.early_stopping.patience", lambda v: v >= 0, ">= 0"),
     ("evaluation.bf_tolerance", lambda v: v > 0, "> 0"),
     ("evaluation.num_overlays", lambda v: v >= 0, ">= 0"),
+    ("evaluation.instances.min_true_area", lambda v: v >= 1, ">= 1"),
+    ("evaluation.instances.min_cell_area", lambda v: v >= 1, ">= 1"),
+    ("evaluation.instances.min_distance", lambda v: v >= 1, ">= 1"),
+    ("evaluation.instances.smoothing", lambda v: v >= 0, ">= 0"),
+    ("evaluation.instances.max_hole_area", lambda v: v >= 0, ">= 0"),
     ("batch_size", lambda v: v >= 1, ">= 1"),
 ]
 

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "bloodseg" / "conf"  # the YAML configs ship inside the package
 SHARED_DATA = ROOT.parent / "shared" / "data"
 CELLAVISION = SHARED_DATA / "cellavision_wbc"
+SMEAR_FIELDS = SHARED_DATA / "smear_fields"
+ALLIDB1_MASKS = SHARED_DATA / "allidb1_masks"
 
 
 def pytest_configure(config):
@@ -39,6 +41,22 @@ def cellavision_dir() -> Path:
     if not (CELLAVISION / "001.bmp").exists():
         pytest.skip(f"real data not present at {CELLAVISION} (tests read it from ../shared/data)")
     return CELLAVISION
+
+
+@pytest.fixture(scope="session")
+def smear_fields_dir() -> Path:
+    """The shared real smear fields (train/ and val/); skipped (with the reason) only where absent."""
+    if not (SMEAR_FIELDS / "val" / "masks").is_dir():
+        pytest.skip(f"real data not present at {SMEAR_FIELDS} (tests read it from ../shared/data)")
+    return SMEAR_FIELDS
+
+
+@pytest.fixture(scope="session")
+def allidb1_masks_dir() -> Path:
+    """The shared ALL-IDB1 expert masks; skipped (with the reason) only where absent."""
+    if not (ALLIDB1_MASKS / "Im001_1_RBC.tif").exists():
+        pytest.skip(f"real data not present at {ALLIDB1_MASKS} (tests read it from ../shared/data)")
+    return ALLIDB1_MASKS
 
 
 def run_cli(module: str, *args: str, cwd: Path = ROOT, timeout: int = 600, warnings: str = "ignore"):

@@ -28,6 +28,7 @@ GROUP_OPTIONS = [
 EXTRA = {
     "data/folder": ["data.root=/tmp/x"],
     "data/allidb1": ["data.root=/tmp/x"],
+    "data/allidb1_masks": ["data.root=/tmp/x", "data.mask_root=/tmp/y"],
     "trainer/slurm_ddp": ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4", "hydra.launcher.nodes=2"],
 }
 
@@ -221,6 +222,8 @@ NATIVE_SIZE = {
     "folder": [360, 480],
     "allidb1": [360, 480],
     "cellavision": [300, 300],
+    "smear_fields": [1200, 1600],
+    "allidb1_masks": [1368, 1712],
 }
 
 

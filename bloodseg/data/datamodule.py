@@ -14,7 +14,7 @@ from bloodseg.data.datasets import EpochShuffle, EvalSet, EvenShardBatchSampler,
 from bloodseg.data.labels import ClassTable, class_pixel_counts
 from bloodseg.data.loading import LoadedImages, describe_stray, load_images
 from bloodseg.data.sources import resolve_pairs
-from bloodseg.data.split import SPLITS, check_split, make_split, read_split, write_split
+from bloodseg.data.split import SPLITS, check_split, make_split, published_split, read_split, write_split
 from bloodseg.data.transforms import ExtraAugmentation, flip_shift_batch
 from bloodseg.errors import BloodsegError
 from bloodseg.files import write_json_atomically
@@ -71,6 +71,7 @@ class BloodSmearDataModule(L.LightningDataModule):
         self.crop_size = check_crop_size(data_cfg.get("crop_size"), self.image_size)
         self.extra = extra_augmentation(data_cfg)
         self.split: dict[str, list[str]] | None = None
+        self.split_is_published = False  # the set's own train/val folders, not a drawn split
         self.given_split = split
         if eval_split not in (*SPLITS, "all"):
             raise BloodsegError(f"split={eval_split} is unknown; use test, val, train or all")
@@ -96,8 +97,13 @@ class BloodSmearDataModule(L.LightningDataModule):
             self.split = check_split(self.given_split, ids, "the checkpoint's split")
         elif self.cfg.split_file:
             self.split = read_split(Path(self.cfg.split_file), ids)
+        elif published_split(pairs) is not None:
+            self.split = published_split(pairs)
         else:
             self.split = make_split(ids, self.cfg.test_fraction, self.cfg.val_fraction, self.cfg.split_seed)
+        self.split_is_published = (
+            self.given_split is None and not self.cfg.split_file and (published_split(pairs) is not None)
+        )
         by_id = {p.id: p for p in pairs}
         if self.eval_split == "all":
             self.split = {**self.split, "all": sorted(ids)}
@@ -123,6 +129,7 @@ class BloodSmearDataModule(L.LightningDataModule):
             "stray_pixels_total": sum(v["pixels"] for v in stray.values()),
             "stray_files": stray,
             "unlabelled_pixels_total": sum(s.unlabelled_pixels for s in self.splits.values()),
+            "mask_overlap_pixels_total": sum(s.overlap_pixels for s in self.splits.values()),
             "image_conversions": {k: v for s in self.splits.values() for k, v in s.conversions.items()},
         }
 
@@ -131,6 +138,7 @@ class BloodSmearDataModule(L.LightningDataModule):
         write_split(
             path,
             self.split,
+            published=self.split_is_published,
             seed=int(self.cfg.split_seed),
             test_fraction=float(self.cfg.test_fraction),
             val_fraction=float(self.cfg.val_fraction),

@@ -99,6 +99,7 @@ class EncodedLabel:
     stray_pixels: int = 0
     stray_examples: list = field(default_factory=list)
     unlabelled_pixels: int = 0  # marked unlabelled on purpose (transparent, or the value 255)
+    overlap_pixels: int = 0  # binary masks: pixels two class masks both claim (the later class kept)
 
 
 def encode_label(
@@ -151,6 +152,55 @@ def encode_label(
         values = np.unique(flat[unlabelled])[:8]
         examples = [[int(v >> 16), int((v >> 8) & 255), int(v & 255)] if colour else int(v) for v in values]
     return EncodedLabel(ids, stray, examples, int(on_purpose.sum()))
+
+
+BINARY_FIX = "fix: save it as a binary mask, 0 where the class is absent and 255 where it is present"
+
+
+def binary_mask(raw: np.ndarray, source: str) -> np.ndarray:
+    """A binary mask file's raw values (HxW, or HxWx3 with equal channels) as a bool array.
+
+    Allowed values are 0 and 255 (or 0 and 1, as 1-bit images read); anything else fails naming the file.
+    """
+    if raw.ndim == 3:
+        if not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2])):
+            raise BloodsegError(f"mask {source} has colour (its RGB channels differ); {BINARY_FIX}")
+        raw = raw[..., 0]
+    values = np.unique(raw)
+    if set(values.tolist()) <= {0, 255}:
+        return raw == 255
+    if set(values.tolist()) <= {0, 1}:
+        return raw == 1
+    shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+    raise BloodsegError(f"mask {source} holds the values {shown}, not only 0 and 255; {BINARY_FIX}")
+
+
+def encode_binary_masks(
+    masks: Sequence[np.ndarray], table: ClassTable, sources: Sequence[str]
+) -> EncodedLabel:
+    """Class ids from one binary mask per non-background class: mask i marks class i + 1, the rest is 0.
+
+    Where masks overlap, the later mask's class wins (ALL-IDB1: a white cell over a red one); the
+    pixels claimed twice are counted in ``overlap_pixels``.
+    """
+    if len(masks) != table.num_classes - 1:
+        raise BloodsegError(
+            f"{len(masks)} binary mask(s) ({', '.join(sources)}) for {table.num_classes} classes in data.classes; "
+            "fix: list the background and then one class per mask"
+        )
+    ids = np.zeros(masks[0].shape[:2], np.uint8)
+    covered = np.zeros(masks[0].shape[:2], bool)
+    overlap = 0
+    for class_id, (raw, source) in enumerate(zip(masks, sources, strict=True), start=1):
+        if raw.shape[:2] != ids.shape:
+            raise BloodsegError(
+                f"mask {source} is {raw.shape[1]}x{raw.shape[0]} (WxH) but {sources[0]} is "
+                f"{ids.shape[1]}x{ids.shape[0]}; fix: export the masks of one field at one size"
+            )
+        hit = binary_mask(raw, source)
+        overlap += int((hit & covered).sum())
+        ids[hit], covered = class_id, covered | hit
+    return EncodedLabel(ids, overlap_pixels=overlap)
 
 
 def palette_label(ids: np.ndarray, colors: Sequence[Sequence[int]]) -> Image.Image:

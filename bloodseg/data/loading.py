@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bloodseg.data.imageio import read_label, read_rgb
-from bloodseg.data.labels import ClassTable, encode_label
+from bloodseg.data.labels import ClassTable, EncodedLabel, encode_binary_masks, encode_label
 from bloodseg.data.sources import SamplePaths
 from bloodseg.data.transforms import resize_pair
 from bloodseg.errors import BloodsegError
@@ -29,6 +29,7 @@ class LoadedImages:
     masks: torch.Tensor
     stray: dict[str, dict] = field(default_factory=dict)  # file name -> {"pixels", "values"}
     unlabelled_pixels: int = 0
+    overlap_pixels: int = 0  # binary masks: pixels two class masks both claim (the later class kept)
     conversions: dict[str, int] = field(default_factory=dict)
 
 
@@ -41,11 +42,20 @@ def load_pair(paths: SamplePaths, table: ClassTable, size: list[int]):
             f"label {paths.label} is {raw.shape[1]}x{raw.shape[0]} (WxH) but its image {paths.image} is "
             f"{image.shape[1]}x{image.shape[0]}; fix: export the label at the image's size"
         )
-    encoded = encode_label(raw, table, str(paths.label), alpha)
+    encoded = encode_paths(paths, raw, alpha, table)
     image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     mask_t = torch.from_numpy(encoded.ids)
     image_t, mask_t = resize_pair(image_t, mask_t, size)
     return image_t.contiguous(), mask_t.contiguous(), encoded, note
+
+
+def encode_paths(paths: SamplePaths, raw: np.ndarray, alpha, table: ClassTable) -> EncodedLabel:
+    """Class ids of a pair's label: decoded with the class table, or from its binary class masks."""
+    if not paths.binary:
+        return encode_label(raw, table, str(paths.label), alpha)
+    files = [paths.label, *paths.extra_masks]
+    raws = [raw] + [read_label(path)[0] for path in paths.extra_masks]
+    return encode_binary_masks(raws, table, [str(f) for f in files])
 
 
 def load_images(pairs: list[SamplePaths], table: ClassTable, size: list[int]) -> LoadedImages:
@@ -70,6 +80,7 @@ def load_images(pairs: list[SamplePaths], table: ClassTable, size: list[int]) ->
                 "values": encoded.stray_examples,
             }
         loaded.unlabelled_pixels += encoded.unlabelled_pixels
+        loaded.overlap_pixels += encoded.overlap_pixels
         if note:
             conversions[note] += 1
     loaded.conversions = dict(conversions)

@@ -42,6 +42,20 @@ def make_split(ids: list[str], test_fraction: float, val_fraction: float, seed: 
     return split
 
 
+def published_split(pairs) -> dict[str, list[str]] | None:
+    """The split a data set publishes (its train/ and val/ folders), or None when it has none.
+
+    The val fields are both the validation and the test split: such sets publish no test split, so
+    the scores a run reports are those of val/, and a recipe must not be tuned on them.
+    """
+    groups = [getattr(p, "group", None) for p in pairs]
+    if not any(groups):
+        return None
+    train = sorted(p.id for p in pairs if p.group == "train")
+    val = sorted(p.id for p in pairs if p.group == "val")
+    return {"train": train, "val": val, "test": list(val)}
+
+
 def write_split(path: Path, split: dict[str, list[str]], **info) -> None:
     """Write split.json: the ids per split plus how they were drawn."""
     write_json_atomically(path, {**info, **{k: split[k] for k in SPLITS}})

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bloodseg.files import atomic_text, write_json_atomically, write_text_atomically
+from bloodseg.metrics.instances import InstanceSettings
 from bloodseg.metrics.semantics import MATLAB_CURRENT
 from bloodseg.metrics.tables import build_metrics, json_number, paper_tables_markdown
 from bloodseg.viz.figures import confusion_matrix_figure
@@ -118,10 +119,12 @@ def write_evaluation(
     render: Renderer | None = None,
     num_overlays: int = 1,
     semantics: str = MATLAB_CURRENT,
+    instance_settings: InstanceSettings | None = None,
 ) -> dict[str, Any]:
     """Write every evaluation artifact of a split and return the metrics.json document.
 
-    ``semantics`` names the rule set the results were computed with (recorded in metrics.json).
+    ``semantics`` names the rule set the results were computed with (recorded in metrics.json);
+    ``instance_settings`` those of the instance metrics, when the results hold them.
 
     metrics.json, metrics.md, confusion_matrix.csv / .png, per_image_metrics.csv and, when
     ``render(row)`` gives (image or None, truth, prediction) for a row, overlays of the best and
@@ -134,7 +137,13 @@ def write_evaluation(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = build_metrics(
-        results, class_names, len(image_ids), semantics, image_ids=image_ids, **(extra or {})
+        results,
+        class_names,
+        len(image_ids),
+        semantics,
+        image_ids=image_ids,
+        instance_settings=instance_settings,
+        **(extra or {}),
     )
     write_metrics_json(out_dir / "metrics.json", metrics)
     write_confusion_csv(out_dir / "confusion_matrix.csv", metrics)

@@ -16,11 +16,12 @@ from omegaconf import DictConfig
 
 from bloodseg.constants import IGNORE_INDEX
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
-from bloodseg.data.labels import ClassTable, encode_label
+from bloodseg.data.labels import ClassTable, encode_binary_masks, encode_label
 from bloodseg.data.loading import describe_stray
 from bloodseg.data.sources import pair_by_stem
 from bloodseg.errors import BloodsegError
 from bloodseg.evaluation.artifacts import write_evaluation
+from bloodseg.metrics.instances import settings_from_config
 from bloodseg.metrics.suite import SegmentationMetrics
 
 log = logging.getLogger("bloodseg.evaluate")
@@ -48,13 +49,20 @@ def _index_png(path: Path, what: str, table: ClassTable) -> tuple[np.ndarray, di
     return encoded.ids, stray if encoded.stray_pixels else None
 
 
-def decode_truth(raw: np.ndarray, alpha, table: ClassTable, path: Path) -> tuple[np.ndarray, dict | None]:
+def decode_truth(
+    raw: np.ndarray, alpha, table: ClassTable, path: Path, binary: bool = False
+) -> tuple[np.ndarray, dict | None]:
     """Ground-truth class ids of a raw label array, and its stray pixels ({"pixels", "values"} or None).
+
+    binary: the labels are binary masks of class 1 (0/255, as data=smear_fields reads them); any
+    other value fails naming the file.
 
     Labels are decoded with data.classes exactly as training reads them (values for single-channel
     labels, colours for RGB ones). A single-channel label for a table whose classes have no grey
     values (e.g. allidb1's colours) can only hold class ids: it is read as such, 255 = ignore.
     """
+    if binary:
+        return encode_binary_masks([raw], table, [str(path)]).ids, None
     if raw.ndim == 2 and any(v is None for v in table.values):
         k = table.num_classes
         outside = (raw >= k) & (raw != IGNORE_INDEX)
@@ -97,7 +105,15 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     images = {}
     if cfg.image_dir:
         images = {p.stem: p for p in listing(Path(cfg.image_dir).expanduser())}
-    metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
+    source = str(getattr(cfg.data.source, "value", cfg.data.source))
+    if source == "allidb1_masks":
+        raise BloodsegError(
+            "data=allidb1_masks keeps two mask files per field, but gt_dir= takes one label per image; fix: "
+            "evaluate a checkpoint (ckpt_path=... data=allidb1_masks), or write merged index PNGs into gt_dir"
+        )
+    binary = source == "smear_fields"
+    instances = settings_from_config(cfg.evaluation)
+    metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics, instances)
     stray, kept = {}, []
     for row, pair in enumerate(pairs):
         pred, _ = _index_png(pair.image, "prediction", table)
@@ -113,7 +129,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
                 f"prediction {pair.image} holds class ids {bad} but data.classes has {k} classes "
                 f"(ids 0..{k - 1}); fix: use the data config the predictions were made with"
             )
-        truth, stray_values = decode_truth(raw, alpha, table, pair.label)
+        truth, stray_values = decode_truth(raw, alpha, table, pair.label, binary)
         if stray_values:
             stray[pair.label.name] = stray_values
         pred_t, truth_t = torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
@@ -146,4 +162,5 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
         render,
         cfg.evaluation.num_overlays,
         cfg.evaluation.semantics,
+        instance_settings=instances,
     )

@@ -1,86 +1,17 @@
 """Cell counts from a class-id label map: one instance per cell, touching cells split apart.
 
-Each non-background class is counted on its own binary mask: the distance to the mask's edge
-peaks once inside every roughly round cell, so the peaks seed a marker watershed that cuts
-touching or overlapping cells along their neck (peaks closer than ``min_distance`` pixels are
-one cell). Holes up to ``max_hole_area`` pixels (a pale cell centre taken for background) are
-filled first, as they would put false peaks around them; pieces smaller than ``min_area`` pixels
-(specks, slivers) are not cells.
+Each non-background class is counted on its own binary mask, its cells split by
+:func:`bloodseg.metrics.cells.split_cells` (a distance-transform marker watershed); this module
+adds the per-cell table, the per-image counts and counting a field too large for one pass.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 from bloodseg.extras import require
-
-COUNTING_NEEDS = ("skimage", "count", "cell counting")  # scikit-image's watershed: the `count` extra
-
-
-@dataclass(frozen=True)
-class CountSettings:
-    """How cells are separated and which pieces count (all lengths and areas in output pixels)."""
-
-    min_area: int = 80  # smaller connected pieces are specks, not cells
-    min_distance: int = 8  # two cell centres are at least this far apart
-    smoothing: float = 1.0  # Gaussian sigma on the distance map before peak finding (0 = off)
-    max_hole_area: int = 300  # enclosed holes up to this size belong to the cell around them
-
-
-def split_cells(mask: np.ndarray, settings: CountSettings = CountSettings()) -> np.ndarray:
-    """Instance ids (int32, 0 = not this class) of the cells in a binary mask, touching cells split."""
-    require(*COUNTING_NEEDS)
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    mask = fill_small_holes(np.asarray(mask, bool), settings.max_hole_area)
-    components = _drop_small(ndimage.label(mask)[0], settings.min_area)
-    mask = components > 0
-    if not mask.any():
-        return components
-    distance = ndimage.distance_transform_edt(mask)
-    if settings.smoothing > 0:
-        distance = ndimage.gaussian_filter(distance, settings.smoothing) * mask
-    peaks = peak_local_max(
-        distance,
-        min_distance=max(int(settings.min_distance), 1),
-        labels=components,
-        exclude_border=False,
-    )
-    seeds = np.zeros(mask.shape, bool)
-    seeds[tuple(peaks.T)] = True
-    markers, _ = ndimage.label(seeds)  # touching peak pixels (plateaus) are one marker
-    cells = watershed(-distance, markers, mask=mask)
-    unseeded = mask & (cells == 0)  # a component whose distance map had no peak: one cell
-    if unseeded.any():
-        extra, _ = ndimage.label(unseeded)
-        cells = np.where(extra > 0, extra + cells.max(), cells)
-    return _drop_small(cells.astype(np.int32), settings.min_area)
-
-
-def fill_small_holes(mask: np.ndarray, max_area: int) -> np.ndarray:
-    """The mask with enclosed holes (not touching the image edge) of at most max_area pixels filled."""
-    if max_area <= 0:
-        return mask
-    holes, _ = ndimage.label(~mask)
-    small = np.bincount(holes.ravel()) <= max_area
-    small[0] = False
-    edge = np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])
-    small[edge] = False
-    return mask | small[holes]
-
-
-def _drop_small(cells: np.ndarray, min_area: int) -> np.ndarray:
-    """Instances of at least min_area pixels, renumbered 1..n."""
-    areas = np.bincount(cells.ravel())
-    keep = areas >= min_area
-    keep[0] = False
-    renumber = np.zeros(len(areas), np.int32)
-    renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return renumber[cells]
+from bloodseg.metrics.cells import COUNTING_NEEDS, CountSettings, split_cells
 
 
 def count_cells(

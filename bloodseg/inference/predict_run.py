@@ -37,9 +37,7 @@ from bloodseg.extras import require
 from bloodseg.files import write_json_atomically
 from bloodseg.inference.counting import (
     CELL_COLUMNS,
-    COUNTING_NEEDS,
     MICRON_COLUMNS,
-    CountSettings,
     class_counts,
     count_columns,
     count_row,
@@ -56,6 +54,7 @@ from bloodseg.inference.tiling import (
     read_fields,
     resolve_device,
 )
+from bloodseg.metrics.cells import COUNTING_NEEDS, CountSettings
 from bloodseg.training.checkpoints import load_module
 from bloodseg.viz.pictures import cell_outlines, overlay, save_png
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from bloodseg.constants import IGNORE_INDEX
 from bloodseg.data.fieldio import FieldReader
-from bloodseg.inference.counting import CountSettings, cells_in_windows
+from bloodseg.inference.counting import cells_in_windows
 from bloodseg.inference.png_rows import PngRows
+from bloodseg.metrics.cells import CountSettings
 from bloodseg.viz.pictures import overlay
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from bloodseg.metrics.boundary import bf_scores
+from bloodseg.metrics.cells import split_cells
 from bloodseg.metrics.confusion import class_counts, confusion_matrices
+from bloodseg.metrics.instances import EDGE_VARIANTS, STAT_COLUMNS, InstanceSettings, class_statistics
 from bloodseg.metrics.semantics import (
     MATLAB_CURRENT,
     bf_means,
@@ -52,6 +55,50 @@ class ImageStatistics(Metric):
         }
 
 
+class InstanceStatistics(Metric):
+    """Per-image cell-matching statistics of a split, gathered across devices in dataset-index order.
+
+    ``update`` splits each non-background class of a batch's predicted maps into cells, matches
+    them to the true cells and keeps one (K-1, 2, STAT_COLUMNS) block per image (rows of
+    :func:`bloodseg.metrics.instances.class_statistics`); ``compute`` returns the blocks of every
+    image seen, sorted by dataset index.
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, settings: InstanceSettings, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.settings = num_classes, settings
+        self.add_state("rows", default=[], dist_reduce_fx="cat")
+        self.add_state("image_index", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        """Match the cells of a batch of predicted and true class-id maps (N, H, W)."""
+        blocks = []
+        for pred, truth in zip(preds.cpu().numpy(), target.cpu().numpy(), strict=True):
+            blocks.append(
+                [
+                    class_statistics(
+                        truth == c, split_cells(pred == c, self.settings.cells), self.settings.min_true_area
+                    )
+                    for c in range(1, self.num_classes)
+                ]
+            )
+        shape = (len(blocks), self.num_classes - 1, len(EDGE_VARIANTS), STAT_COLUMNS)
+        self.rows.append(
+            torch.as_tensor(np.array(blocks), dtype=torch.float64, device=index.device).reshape(shape)
+        )
+        self.image_index.append(index)
+
+    def compute(self) -> torch.Tensor:
+        """All images' blocks (n, K-1, 2, STAT_COLUMNS), sorted by dataset index."""
+        shape = (-1, self.num_classes - 1, len(EDGE_VARIANTS), STAT_COLUMNS)
+        if not self.image_index:
+            return torch.zeros(0, *shape[1:], dtype=torch.float64)
+        index = dim_zero_cat(self.image_index).reshape(-1)
+        return dim_zero_cat(self.rows).reshape(shape)[torch.argsort(index, stable=True)]
+
+
 class SegmentationMetrics(nn.Module):
     """Every metric of a split with MATLAB ``evaluateSemanticSegmentation`` semantics.
 
@@ -70,11 +117,19 @@ class SegmentationMetrics(nn.Module):
     ``image_class_bf_score``.
     """
 
-    def __init__(self, num_classes: int, bf_tolerance: float = 0.0075, semantics: str = MATLAB_CURRENT):
+    def __init__(
+        self,
+        num_classes: int,
+        bf_tolerance: float = 0.0075,
+        semantics: str = MATLAB_CURRENT,
+        instances: InstanceSettings | None = None,
+    ):
+        """instances: also match predicted cells to true cells (``instance_rows`` in compute), or None."""
         super().__init__()
         self.num_classes, self.bf_tolerance = num_classes, bf_tolerance
         self.semantics = check_semantics(semantics)
         self.images = ImageStatistics()
+        self.instances = None if instances is None else InstanceStatistics(num_classes, instances)
 
     def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor | None = None) -> None:
         """Add a batch of predicted and true class-id maps (N, H, W); target 255 = unlabelled.
@@ -92,6 +147,8 @@ class SegmentationMetrics(nn.Module):
             bf_scores(scored, target, k, self.bf_tolerance),
             index.long(),
         )
+        if self.instances is not None:
+            self.instances.update(scored, target, index.long())
 
     def compute(self) -> dict[str, torch.Tensor]:
         """The dataset, class and per-image metrics of every image seen (see the class docstring)."""
@@ -110,7 +167,9 @@ class SegmentationMetrics(nn.Module):
         dataset = confusion_metrics(counts, predicted.sum(0), self.semantics)
         images = confusion_metrics(matrices, predicted, self.semantics)
         boundary = bf_means(bf)
+        extra = {} if self.instances is None else {"instance_rows": self.instances.compute()}
         return {
+            **extra,
             **dataset,
             "counts": counts,
             "class_bf_score": boundary["class_bf_score"],
@@ -131,3 +190,5 @@ class SegmentationMetrics(nn.Module):
     def reset(self) -> None:
         """Forget everything seen (call after compute at each epoch end)."""
         self.images.reset()
+        if self.instances is not None:
+            self.instances.reset()

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from bloodseg.metrics.instances import InstanceSettings, instances_block, instances_markdown
 from bloodseg.metrics.semantics import MATLAB_CURRENT, RELEASES, check_semantics
 
 # The paper's Table 1 (MATLAB's DataSetMetrics), then mean Dice, which is not MATLAB's: it is reported
@@ -126,6 +127,7 @@ def build_metrics(
     num_images: int,
     semantics: str = MATLAB_CURRENT,
     image_ids: list[str] | None = None,
+    instance_settings: InstanceSettings | None = None,
     **extra,
 ) -> dict[str, Any]:
     """The metrics.json document from evaluation results.
@@ -133,7 +135,8 @@ def build_metrics(
     dataset: the paper's Table 1 values plus mean_dice; classes: accuracy, IoU, Dice and mean BF
     per class; the confusion matrix (counts and row-normalised percentages); the rule set
     (``semantics``, with the MATLAB release it reproduces), ``metrics_version`` and ``nan_notes``
-    (why a value is NaN). NaN is written as null.
+    (why a value is NaN); with ``instance_rows`` in the results, ``instances`` (cells as objects,
+    scored with ``instance_settings``). NaN is written as null.
     """
     check_semantics(semantics)
     counts = results["counts"].double()
@@ -142,7 +145,7 @@ def build_metrics(
     class_bf = results.get("class_bf_score")
     class_dice = results.get("class_dice")
     ids = list(image_ids) if image_ids is not None else [str(i) for i in range(num_images)]
-    return {
+    document = {
         "dataset": {key: json_number(results.get(key)) for key in DATASET_KEYS},
         "classes": {
             name: {
@@ -165,6 +168,11 @@ def build_metrics(
         "num_images": int(num_images),
         **extra,
     }
+    if "instance_rows" in results and instance_settings is not None:
+        document["instances"] = instances_block(
+            results["instance_rows"].numpy(), list(class_names), ids, instance_settings
+        )
+    return document
 
 
 def _fmt(value: float | None) -> str:
@@ -225,4 +233,6 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
     notes = metrics.get("nan_notes", [])
     if notes:
         lines += ["", "NaN values:", ""] + [f"- {note}" for note in notes]
+    if "instances" in metrics:
+        lines += ["", instances_markdown(metrics["instances"]).rstrip()]
     return "\n".join(lines) + "\n"

@@ -83,4 +83,7 @@ class EvaluationArtifacts(Callback):
             render,
             self.num_overlays,
             module.test_metrics.semantics,
+            instance_settings=None
+            if module.test_metrics.instances is None
+            else module.test_metrics.instances.settings,
         )

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.config import SegNetConfig
 from bloodseg.errors import BloodsegError
+from bloodseg.metrics.instances import InstanceSettings
 from bloodseg.models.registry import build_model
 from bloodseg.training.integrity import verify_weights
 from bloodseg.training.module import CHECKPOINT_KEY, SegmentationModule
@@ -56,10 +57,14 @@ def without_pretrained_weights(model_cfg: DictConfig) -> DictConfig:
 
 
 def load_module(
-    path: str | Path, bf_tolerance: float = 0.0075, semantics: str = "matlab_current"
+    path: str | Path,
+    bf_tolerance: float = 0.0075,
+    semantics: str = "matlab_current",
+    instances: InstanceSettings | None = None,
 ) -> SegmentationModule:
     """Rebuild the trained module of a checkpoint from the checkpoint alone (no download, no run dir),
-    scoring with the BF tolerance and metric rule set (``evaluation.semantics``) given."""
+    scoring with the BF tolerance, metric rule set (``evaluation.semantics``) and instance-metric
+    settings (None: no instance metrics) given."""
     checkpoint = read_checkpoint(path)
     meta = checkpoint[CHECKPOINT_KEY]
     model_cfg = without_pretrained_weights(
@@ -74,6 +79,7 @@ def load_module(
         meta,
         bf_tolerance=bf_tolerance,
         metric_semantics=semantics,
+        instances=instances,
     )
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

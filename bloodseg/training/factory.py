@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from bloodseg.errors import BloodsegError
+from bloodseg.metrics.instances import settings_from_config
 from bloodseg.models.registry import build_model
 from bloodseg.tracking.csv_log import ResumableCSVLogger
 from bloodseg.training.checkpoint_io import AtomicCheckpointIO
@@ -232,4 +233,5 @@ def build_module(cfg: DictConfig, datamodule, class_weights: torch.Tensor) -> Se
         bf_tolerance=cfg.evaluation.bf_tolerance,
         metric_semantics=cfg.evaluation.semantics,
         tta=str(cfg.evaluation.tta),
+        instances=settings_from_config(cfg.evaluation),
     )

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 from bloodseg.metrics.confusion import SegmentationConfusion
+from bloodseg.metrics.instances import InstanceSettings
 from bloodseg.metrics.suite import SegmentationMetrics
 from bloodseg.training.integrity import add_digest
 from bloodseg.training.losses import WeightedCrossEntropy
@@ -47,6 +48,7 @@ class SegmentationModule(L.LightningModule):
         bf_tolerance: float = 0.0075,
         metric_semantics: str = "matlab_current",
         tta: str = "none",
+        instances: InstanceSettings | None = None,
     ):
         super().__init__()
         self.net = net
@@ -60,7 +62,8 @@ class SegmentationModule(L.LightningModule):
         num_classes = len(self.class_names)
         self.train_metrics = SegmentationConfusion(num_classes)
         self.val_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
-        self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics)
+        # cells as objects only at test time: splitting and matching cells costs ~2 s per megapixel on a CPU
+        self.test_metrics = SegmentationMetrics(num_classes, bf_tolerance, metric_semantics, instances)
         self.test_results: dict[str, Any] | None = None
         self._compiled: Callable | None = None  # torch.compile(net), kept out of the state dict
         self.network_size: list[int] | None = None  # evaluation: run the network at this size (see forward)

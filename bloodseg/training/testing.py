@@ -20,6 +20,7 @@ from bloodseg.config import check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.evaluation.folders import evaluate_folders
+from bloodseg.metrics.instances import settings_from_config
 from bloodseg.metrics.tables import paper_tables
 from bloodseg.training.callbacks import EvaluationArtifacts
 from bloodseg.training.checkpoints import check_checkpoint_classes, load_module
@@ -48,7 +49,9 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
         output_dir = check_output_dir(output_dir or cfg.output_dir)
         if not cfg.overwrite:
             refuse_overwrite(output_dir / "metrics.json")
-    module = load_module(ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
+    module = load_module(
+        ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics, settings_from_config(cfg.evaluation)
+    )
     meta = module.meta
     module.network_size = list(cfg.network_size or meta["image_size"])
     module.tta = str(cfg.evaluation.tta)

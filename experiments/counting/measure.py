@@ -21,7 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 from bloodseg.data.synthetic import RBC, WBC, generate_smear
-from bloodseg.inference.counting import CountSettings, disc_field, split_cells
+from bloodseg.inference.counting import disc_field
+from bloodseg.metrics.cells import CountSettings, split_cells
 
 SHAPE = (360, 480)
 FIELDS = {  # name: (radius range, isolated, touching pairs, overlapping pairs)

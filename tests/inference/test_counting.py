@@ -8,7 +8,6 @@ from scipy import ndimage
 
 from bloodseg.data.synthetic import RBC, WBC, generate_smear
 from bloodseg.inference.counting import (
-    CountSettings,
     class_counts,
     count_cells,
     count_columns,
@@ -16,8 +15,8 @@ from bloodseg.inference.counting import (
     disc_field,
     in_microns,
     label_cells,
-    split_cells,
 )
+from bloodseg.metrics.cells import CountSettings, split_cells
 
 RBC_RADIUS, WBC_RADIUS = (16, 24), (30, 45)  # the synthetic smears' cell sizes (pixels)
 CLASSES = ["background", "rbc", "wbc"]
