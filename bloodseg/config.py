@@ -372,10 +372,10 @@ class PredictSettings(NetworkPassSettings):
     alpha: float = 0.45
     outlines: bool = True
     pixel_size_um: float | None = None
-    min_cell_area: int = 80
-    min_distance: int = 8
-    smoothing: float = 1.0
-    max_hole_area: int = 300
+    min_cell_area: int | None = None
+    min_distance: int | None = None
+    smoothing: float | None = None
+    max_hole_area: int | None = None
     stream_pixels: int = 16_777_216
     stream_tile: int = 512
     max_picture_pixels: int = 67_108_864

@@ -227,7 +227,8 @@ NATIVE_SIZE = {
 }
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
+# every paper-protocol experiment; smear_fields is its own recipe (tested below)
+@pytest.mark.parametrize("experiment", [e for e in options("experiment") if e != "smear_fields"])
 @pytest.mark.parametrize("data", options("data"))
 def test_data_preset_keeps_its_native_size_under_every_experiment(experiment, data):
     """Presets compose as read: the data preset's size and classes, the experiment's protocol and model."""
@@ -241,3 +242,32 @@ def test_data_preset_keeps_its_native_size_under_every_experiment(experiment, da
     assert cfg.name == experiment
     user = compose_train([f"experiment={experiment}", f"data={data}", "data.image_size=[128,160]"])
     assert list(user.data.image_size) == [128, 160]  # the command line still wins
+
+
+def test_the_smear_fields_experiment_is_the_recorded_recipe():
+    """experiment=smear_fields composes to the overrides experiments/smear_fields/run_cpu.sh recorded."""
+    recorded = compose_train(
+        [
+            "experiment=unet_resnet34",
+            "model.encoder=resnet18",
+            "model.encoder_weights=null",
+            "optimizer=adam",
+            "optimizer.lr=1e-3",
+            "scheduler=poly",
+            "loss.class_weighting=none",
+            "data.augment_copies=1",
+            "data.batch_size=8",
+            "trainer.max_epochs=20",
+            "trainer.check_val_every_n_epoch=5",
+            "data=smear_fields",
+            "data.root=/fields",
+            "data.rotation=180",
+            "data.color_jitter=0.2",
+            "data.scale_range=[0.8,1.25]",
+        ]
+    )
+    preset = compose_train(["experiment=smear_fields", "data.root=/fields"])
+    for group in ("data", "model", "optimizer", "scheduler", "loss", "evaluation"):
+        assert preset[group] == recorded[group], group
+    assert preset.trainer.max_epochs == 20 and preset.trainer.check_val_every_n_epoch == 5
+    assert list(preset.data.crop_size) == [256, 256] and list(preset.data.image_size) == [1200, 1600]

@@ -5,6 +5,11 @@ CellaVision WBC set ("Dataset 2" of github.com/zxaoyou/segmentation_WBC, GPL-3.0
 its 100 NNN.bmp + NNN.png files in ``<cache>/cellavision_wbc`` once their checksum matches.
 Nothing downloads unless this command is run; ``data=cellavision`` only reads the cache or
 ``data.root``.
+
+``python -m bloodseg.data.download smear_fields`` and ``... allidb1_masks`` download nothing: they
+print where the public copies of those sets live and the folder layout ``data=smear_fields`` /
+``data=allidb1_masks`` read (their images and masks come from different sources and must be
+paired by hand, or, for ALL-IDB1, requested from the University of Milan).
 """
 
 from __future__ import annotations
@@ -86,6 +91,22 @@ def download_cellavision(
     return target
 
 
+WHERE = {
+    "smear_fields": """smear_fields is not fetched by this command: its images and masks are two public sources.
+  masks:  "BCCD dataset with mask" (Depto et al., Tissue and Cell 73:101653, 2021), as redistributed in
+          https://github.com/HanYingLee/Low-Resolution-Blood-Cell-Segmentation (data/train_tmp, data/val_tmp)
+  images: BBBC041, P. vivax infected blood smears (https://bbbc.broadinstitute.org/BBBC041), CC BY-NC-SA 3.0
+Lay them out as ROOT/train/images/<stem>.png|jpg + ROOT/train/masks/<stem>.png (binary: 0 background,
+255 cell), the same under ROOT/val/, and train with: python -m bloodseg.train data=smear_fields data.root=ROOT""",
+    "allidb1_masks": """allidb1_masks is not fetched by this command: the masks are public, the images are not.
+  masks:  https://github.com/andrealoddo/ALL-IDB1-masks (ImNNN_1_RBC.tif, ImNNN_1_WBCs.tif; MIT licence)
+  images: ALL-IDB1 (Labati, Piuri, Scotti, ICIP 2011): the University of Milan gives them on request
+          (https://scotti.di.unimi.it/all/)
+Put your ImNNN_1.jpg files in one folder and train with:
+  python -m bloodseg.train data=allidb1_masks data.root=IMAGES data.mask_root=MASKS""",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(
@@ -93,12 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dataset", choices=["cellavision"])
+    parser.add_argument("dataset", choices=["cellavision", *WHERE])
     parser.add_argument(
         "--url", default=CELLAVISION_URL, help="zip archive of the segmentation_WBC repository"
     )
     parser.add_argument("--cache-dir", default=None, help="default: $BLOODSEG_CACHE_DIR or ~/.cache/bloodseg")
     args = parser.parse_args(argv)
+    if args.dataset in WHERE:
+        print(WHERE[args.dataset])
+        return 0
     try:
         path = download_cellavision(default_cache_dir(args.cache_dir), args.url)
     except BloodsegError as error:

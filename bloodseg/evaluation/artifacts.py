@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bloodseg.files import atomic_text, write_json_atomically, write_text_atomically
-from bloodseg.metrics.instances import InstanceSettings
+from bloodseg.metrics.instances import InstanceSettings, per_image_columns, per_image_values
 from bloodseg.metrics.semantics import MATLAB_CURRENT
 from bloodseg.metrics.tables import build_metrics, json_number, paper_tables_markdown
 from bloodseg.viz.figures import confusion_matrix_figure
@@ -39,12 +39,22 @@ def write_confusion_csv(path: Path, metrics: dict[str, Any]) -> None:
             writer.writerow([name, *counts, *percent])
 
 
+def _csv_number(value) -> str:
+    """A CSV cell: empty for NaN, whole numbers (cell counts) as integers, the rest with 6 decimals."""
+    number = json_number(value)
+    if number is None:
+        return ""
+    return str(int(number)) if isinstance(value, int | np.integer) else f"{number:.6f}"
+
+
 def write_per_image_csv(
     path: Path, results: dict[str, Any], class_names: list[str], image_ids: list[str]
 ) -> None:
     """per_image_metrics.csv: one row per image with its global accuracy, mean accuracy, mean IoU,
     mean BF score, mean Dice, then per-class IoU, BF and Dice (MATLAB's ImageMetrics plus Dice; empty
-    cell = NaN)."""
+    cell = NaN); with instance metrics, each class's true and predicted cell counts and F1@0.5 (all
+    cells, then ``interior_``: cells off the image border)."""
+    instances = results.get("instance_rows")
     with atomic_text(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -58,6 +68,7 @@ def write_per_image_csv(
                 *[f"iou_{n}" for n in class_names],
                 *[f"bf_{n}" for n in class_names],
                 *[f"dice_{n}" for n in class_names],
+                *(per_image_columns(class_names) if instances is not None else []),
             ]
         )
         for row, image_id in enumerate(image_ids):
@@ -70,10 +81,9 @@ def write_per_image_csv(
                 *results["image_class_iou"][row],
                 *results["image_class_bf_score"][row],
                 *results["image_class_dice"][row],
+                *(per_image_values(instances[row].numpy()) if instances is not None else []),
             ]
-            writer.writerow(
-                [image_id, *["" if (v := json_number(x)) is None else f"{v:.6f}" for x in values]]
-            )
+            writer.writerow([image_id, *[_csv_number(x) for x in values]])
 
 
 def extremes(scores: torch.Tensor, count: int) -> tuple[list[int], list[int]]:

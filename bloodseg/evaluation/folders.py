@@ -95,6 +95,13 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     table = ClassTable.from_config(cfg.data.classes)
     k = table.num_classes
     pred_dir, gt_dir = Path(cfg.pred_dir).expanduser(), Path(cfg.gt_dir).expanduser()
+    source = str(getattr(cfg.data.source, "value", cfg.data.source))
+    if source == "allidb1_masks":
+        raise BloodsegError(
+            "data=allidb1_masks keeps two mask files per field, but gt_dir= takes one label per image; fix: "
+            "evaluate a checkpoint (ckpt_path=... data=allidb1_masks), or write merged index PNGs into gt_dir"
+        )
+    binary = source == "smear_fields"
     for key, folder in (("pred_dir", pred_dir), ("gt_dir", gt_dir)):
         if not folder.is_dir():
             raise BloodsegError(f"{key}={folder} is not a folder")
@@ -105,13 +112,6 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
     images = {}
     if cfg.image_dir:
         images = {p.stem: p for p in listing(Path(cfg.image_dir).expanduser())}
-    source = str(getattr(cfg.data.source, "value", cfg.data.source))
-    if source == "allidb1_masks":
-        raise BloodsegError(
-            "data=allidb1_masks keeps two mask files per field, but gt_dir= takes one label per image; fix: "
-            "evaluate a checkpoint (ckpt_path=... data=allidb1_masks), or write merged index PNGs into gt_dir"
-        )
-    binary = source == "smear_fields"
     instances = settings_from_config(cfg.evaluation)
     metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics, instances)
     stray, kept = {}, []

@@ -122,6 +122,33 @@ def check_settings(s: DictConfig) -> None:
         )
 
 
+COUNTING_KEYS = {
+    "min_cell_area": "min_area",
+    "min_distance": "min_distance",
+    "smoothing": "smoothing",
+    "max_hole_area": "max_hole_area",
+}
+
+
+def counting_settings(settings, meta: dict) -> CountSettings:
+    """How cells are split: each predict.* counting key as given, else the value the checkpoint's run
+    scored its cells with (evaluation.instances, tuned with the model), else the built-in default."""
+    instances = (meta.get("config", {}).get("evaluation") or {}).get("instances") or {}
+    default = CountSettings()
+    chosen = {}
+    for key, field in COUNTING_KEYS.items():
+        value = getattr(settings, key, None)
+        if value is None:
+            value = instances.get(key, getattr(default, field))
+        chosen[field] = value
+    return CountSettings(
+        int(chosen["min_area"]),
+        int(chosen["min_distance"]),
+        float(chosen["smoothing"]),
+        int(chosen["max_hole_area"]),
+    )
+
+
 def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     """Segment, separate and count every image of cfg.input; returns the run summary."""
     check_config(cfg)
@@ -143,8 +170,13 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
             "predict.scale=%s is ignored in resize mode (images go to the training size)", settings.scale
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    counting = CountSettings(
-        settings.min_cell_area, settings.min_distance, settings.smoothing, settings.max_hole_area
+    counting = counting_settings(settings, meta)
+    log.info(
+        "counting: min_cell_area=%d, min_distance=%d, smoothing=%s, max_hole_area=%d",
+        counting.min_area,
+        counting.min_distance,
+        counting.smoothing,
+        counting.max_hole_area,
     )
     stems = output_stems(files)
     by_stem = {stem: path for path, stem in stems.items()}
@@ -210,6 +242,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         "input": str(cfg.input),
         "output_dir": str(out_dir),
         "class_names": list(meta["class_names"]),
+        "counting": {key: getattr(counting, field) for key, field in COUNTING_KEYS.items()},
         "predicted": len(results),
         "skipped": skipped,
         "images": results,

@@ -31,7 +31,7 @@ IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 EDGE_VARIANTS = ("edge_excluded", "edge_included")
 
 # Columns of one image's statistics row (per class and edge variant).
-TRUE, PREDICTED, MATCHED_IOU, FIRST_TP = 0, 1, 2, 3
+TRUE, PREDICTED, MATCHED_IOU, SPLIT, MERGED, FIRST_TP = 0, 1, 2, 3, 4, 5
 STAT_COLUMNS = FIRST_TP + len(IOU_THRESHOLDS)
 
 
@@ -66,18 +66,41 @@ def without_edge_cells(instances: np.ndarray) -> np.ndarray:
     return renumber[instances]
 
 
-def iou_matrix(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """IoU of every (true, predicted) instance pair, shape (n_true, n_predicted); 0 = no instance."""
+def overlap_counts(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Pixels shared by every (true, predicted) id pair, shape (n_true + 1, n_predicted + 1); id 0 = none."""
     n_true, n_pred = int(truth.max(initial=0)), int(predicted.max(initial=0))
-    joint = np.bincount(
+    return np.bincount(
         truth.ravel().astype(np.int64) * (n_pred + 1) + predicted.ravel(),
         minlength=(n_true + 1) * (n_pred + 1),
     ).reshape(n_true + 1, n_pred + 1)
+
+
+def iou_from_overlaps(joint: np.ndarray) -> np.ndarray:
+    """The IoU matrix (n_true, n_predicted) from overlap_counts' table."""
     intersection = joint[1:, 1:].astype(np.float64)
     true_area = joint[1:, :].sum(1, keepdims=True)
     pred_area = joint[:, 1:].sum(0, keepdims=True)
     union = true_area + pred_area - intersection
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def iou_matrix(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """IoU of every (true, predicted) instance pair, shape (n_true, n_predicted); 0 = no instance."""
+    return iou_from_overlaps(overlap_counts(truth, predicted))
+
+
+def split_and_merged(overlaps: np.ndarray) -> tuple[int, int]:
+    """(true cells holding the largest part of two or more predicted cells, predicted cells holding the
+    largest part of two or more true cells) from overlap_counts' table: over-splitting (or true clumps
+    of overlapping cells kept as one component), and merging."""
+    inner = overlaps[1:, 1:]
+    if inner.size == 0:
+        return 0, 0
+    owner_of_pred = np.where(inner.max(0) > 0, inner.argmax(0), -1)
+    owner_of_true = np.where(inner.max(1) > 0, inner.argmax(1), -1)
+    split = np.bincount(owner_of_pred[owner_of_pred >= 0], minlength=inner.shape[0])
+    merged = np.bincount(owner_of_true[owner_of_true >= 0], minlength=inner.shape[1])
+    return int((split >= 2).sum()), int((merged >= 2).sum())
 
 
 def matched_ious(iou: np.ndarray, threshold: float) -> np.ndarray:
@@ -91,10 +114,13 @@ def matched_ious(iou: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def image_statistics(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """One image's row: true cells, predicted cells, summed IoU of the pairs at 0.5, TP at each threshold."""
-    iou = iou_matrix(truth, predicted)
+    """One image's row: true cells, predicted cells, summed IoU of the pairs at 0.5, split true cells,
+    merged predicted cells (see split_and_merged), TP at each threshold."""
+    overlaps = overlap_counts(truth, predicted)
+    iou = iou_from_overlaps(overlaps)
     row = np.zeros(STAT_COLUMNS)
     row[TRUE], row[PREDICTED] = iou.shape
+    row[SPLIT], row[MERGED] = split_and_merged(overlaps)
     for i, threshold in enumerate(IOU_THRESHOLDS):
         matched = matched_ious(iou, threshold)
         row[FIRST_TP + i] = len(matched)
@@ -142,6 +168,8 @@ def instance_scores(rows: np.ndarray) -> dict:
         "count_error_mean_pct": float(errors.mean()) if len(errors) else float("nan"),
         "count_error_median_abs_pct": float(np.median(np.abs(errors))) if len(errors) else float("nan"),
         "images_counted": int(counted.sum()),
+        "split_true_cells": int(rows[:, SPLIT].sum()),
+        "merged_predicted_cells": int(rows[:, MERGED].sum()),
     }
 
 
@@ -179,7 +207,9 @@ def instances_block(rows, class_names: list[str], image_ids: list[str], settings
             "(distance-transform watershed); one-to-one Hungarian matching at IoU >= t; "
             "AP = TP/(TP+FP+FN) (Cellpose), ap_50_95 its mean over t = 0.50:0.05:0.95; TP/FP/FN pooled over "
             "images; count error = (predicted - true) / true per image; edge_excluded leaves out the cells "
-            "touching the image border on both sides, edge_included keeps them"
+            "touching the image border on both sides, edge_included keeps them; split_true_cells: true cells "
+            "holding the largest part of two or more predicted cells (over-splitting, or true clumps of "
+            "overlapping cells kept as one component), merged_predicted_cells: the converse"
         ),
         "settings": {
             "min_true_area": settings.min_true_area,
@@ -200,6 +230,8 @@ INSTANCE_COLUMNS = (
     ("ap_50_95", "AP@[.5:.95]"),
     ("count_error_mean_pct", "Count error %"),
     ("count_error_median_abs_pct", "Median abs count error %"),
+    ("split_true_cells", "Split true cells"),
+    ("merged_predicted_cells", "Merged predicted cells"),
 )
 
 
@@ -207,7 +239,7 @@ def instances_markdown(block: dict) -> str:
     """Table 3 of metrics.md: the instance scores per class and edge variant."""
 
     def fmt(value):
-        return "n/a" if value is None else f"{value:.4f}"
+        return "n/a" if value is None else str(value) if isinstance(value, int) else f"{value:.4f}"
 
     lines = [
         "### Table 3. Cells as objects (instance metrics, not MATLAB's)",
@@ -234,3 +266,27 @@ def settings_from_config(evaluation_cfg) -> InstanceSettings | None:
         int(spec.min_cell_area), int(spec.min_distance), float(spec.smoothing), int(spec.max_hole_area)
     )
     return InstanceSettings(int(spec.min_true_area), cells)
+
+
+def per_image_columns(class_names: list[str]) -> list[str]:
+    """per_image_metrics.csv's instance columns: per non-background class, cells (true, predicted)
+    and F1@0.5 over all cells, then the same over the cells off the image border (``interior_``)."""
+    columns = []
+    for prefix in ("", "interior_"):
+        for name in class_names[1:]:
+            columns += [
+                f"{prefix}cells_true_{name}",
+                f"{prefix}cells_predicted_{name}",
+                f"{prefix}f1_50_{name}",
+            ]
+    return columns
+
+
+def per_image_values(block: np.ndarray) -> list[float | int]:
+    """One image's values for per_image_columns from its (K-1, 2, STAT_COLUMNS) block (NaN: no cell at all)."""
+    values = []
+    for variant in (EDGE_VARIANTS.index("edge_included"), EDGE_VARIANTS.index("edge_excluded")):
+        for row in np.asarray(block)[:, variant]:
+            cells = row[TRUE] + row[PREDICTED]
+            values += [int(row[TRUE]), int(row[PREDICTED]), _ratio(2 * row[FIRST_TP], cells)]
+    return values

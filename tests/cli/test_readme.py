@@ -19,6 +19,7 @@ import pytest
 from conftest import ONE_BATCH, ROOT, compose_train, run_tool
 from PIL import Image
 from test_folder_data import make_folder
+from test_real_fields import made_up_images, small_smear_copy, three_fields
 
 from bloodseg.training.run import train
 
@@ -57,7 +58,7 @@ def exempt_reason(argv: list[str]) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def files(smoke_run, tmp_path_factory, cellavision_dir):
+def files(smoke_run, tmp_path_factory, cellavision_dir, smear_fields_dir, allidb1_masks_dir):
     """What the README's placeholders stand for: a checkpoint, run dirs, smear images, user folders."""
     base = tmp_path_factory.mktemp("readme")
     run_dir, _ = smoke_run
@@ -73,7 +74,13 @@ def files(smoke_run, tmp_path_factory, cellavision_dir):
     make_folder(index, n=10, colour=False)
     preds = base / "preds"  # another tool's index PNGs, same stems as the ground truth
     make_folder(preds, n=10, colour=False, seed=1)
+    smear_fields = small_smear_copy(smear_fields_dir, base / "smear_fields")
+    allidb1_masks = three_fields(allidb1_masks_dir, base / "allidb1")  # the real masks of three fields
+    made_up_images(allidb1_masks, base / "allidb1" / "images", ["Im001_1", "Im002_1", "Im003_1"])
     return {
+        "smear_fields": smear_fields,
+        "allidb1_masks": allidb1_masks,
+        "allidb1_images": base / "allidb1" / "images",
         "base": base,
         "ckpt": ckpt,
         "run_dir": run_dir,
@@ -101,9 +108,15 @@ def substitute(argv: list[str], files: dict, out) -> list[str]:
         if key == "ckpt_path" and ("<run>" in value or "..." in value):
             trained = files["trained"].get(data) if data else None  # a checkpoint trained on that data
             value = str(trained or files["ckpt"])
+        elif key == "data.mask_root":
+            value = str(files["allidb1_masks"])
         elif key == "data.root":
             if data == "cellavision":
                 value = str(files["cellavision"])
+            elif data == "allidb1_masks":
+                value = str(files["allidb1_images"])
+            elif data == "smear_fields":
+                value = str(files["smear_fields"])
             else:
                 value = str(files["index"] if data == "folder" else files["colour"])
         elif key == "input":
@@ -149,8 +162,9 @@ def smoke_sized(argv: list[str], out) -> list[str]:
 
 
 def data_preset(argv: list[str]) -> str | None:
-    """The data= option of a command, None when it uses the default."""
-    return next((a.split("=", 1)[1] for a in argv if a.startswith("data=")), None)
+    """The data= option of a command (or the one its experiment sets), None when it uses the default."""
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith("data=")), None)
+    return "smear_fields" if given is None and "experiment=smear_fields" in argv else given
 
 
 def train_in_process(argv: list[str], out, files: dict) -> None:
@@ -158,6 +172,8 @@ def train_in_process(argv: list[str], out, files: dict) -> None:
     # smoke images are 64x96: a training window must fit inside them
     shrink = {"data.crop_size": "data.crop_size=[32,32]"}
     overrides = [shrink.get(a.split("=")[0], a) for a in argv[1:]] + TRAIN_SMOKE
+    if "experiment=smear_fields" in argv and not any(a.startswith("data.crop_size=") for a in argv):
+        overrides.append(shrink["data.crop_size"])  # the preset's 256x256 windows
     if any(a.startswith("ckpt_path=") for a in argv):
         overrides.append("trainer.max_epochs=3")  # one epoch past the checkpoint's
     train(compose_train(overrides), out)

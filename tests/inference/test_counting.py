@@ -136,3 +136,18 @@ def test_cell_table_rows_match_a_hand_measurement_of_known_discs():
     assert microns[3]["equivalent_diameter_um"] == pytest.approx(
         np.sqrt(4 * white.sum() / np.pi) * 0.2, abs=1e-2
     )
+
+
+def test_predict_counts_with_the_checkpoints_tuned_settings_unless_told_otherwise():
+    from types import SimpleNamespace
+
+    from bloodseg.inference.predict_run import counting_settings
+
+    tuned = {
+        "config": {"evaluation": {"instances": {"min_cell_area": 500, "min_distance": 30, "smoothing": 4.0}}}
+    }
+    unset = SimpleNamespace(min_cell_area=None, min_distance=None, smoothing=None, max_hole_area=None)
+    assert counting_settings(unset, tuned) == CountSettings(500, 30, 4.0, 300)  # max_hole_area: the default
+    given = SimpleNamespace(min_cell_area=120, min_distance=None, smoothing=0.0, max_hole_area=0)
+    assert counting_settings(given, tuned) == CountSettings(120, 30, 0.0, 0)
+    assert counting_settings(unset, {"config": {}}) == CountSettings()  # a checkpoint from before the setting

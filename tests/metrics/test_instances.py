@@ -17,7 +17,9 @@ from bloodseg.metrics.instances import (
     FIRST_TP,
     IOU_THRESHOLDS,
     MATCHED_IOU,
+    MERGED,
     PREDICTED,
+    SPLIT,
     TRUE,
     InstanceSettings,
     class_statistics,
@@ -117,6 +119,21 @@ def test_one_prediction_covering_two_true_cells_matches_at_most_one():
     pred[5:15, 18:26] = 0  # IoU 100/130 with the first, 20/210 with the second
     row = image_statistics(truth, pred)
     assert row[FIRST_TP] == 1 and row[TRUE] == 2 and row[PREDICTED] == 1
+
+
+def test_split_true_cells_and_merged_predictions_are_counted():
+    shape = (40, 80)
+    truth = square(shape, 5, 5, 20, 1)  # one true component (say, two overlapping cells kept as one)
+    square(shape, 5, 40, 10, 2, truth)
+    square(shape, 5, 52, 10, 3, truth)
+    pred = np.zeros(shape, np.int32)
+    pred[5:25, 5:15], pred[5:25, 15:25] = 1, 2  # the big component cut in two
+    pred[5:15, 40:62] = 3  # the two small true cells (and the gap) as one prediction
+    row = image_statistics(truth, pred)
+    assert (row[SPLIT], row[MERGED]) == (1, 1)
+    scores = instance_scores(row[None])
+    assert (scores["split_true_cells"], scores["merged_predicted_cells"]) == (1, 1)
+    assert image_statistics(truth, truth)[[SPLIT, MERGED]].tolist() == [0, 0]
 
 
 def test_edge_variants_differ_exactly_by_the_edge_cells():
