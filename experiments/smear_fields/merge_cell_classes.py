@@ -24,7 +24,9 @@ def main(predict_dir: str, out_dir: str) -> None:
     labels = sorted(Path(predict_dir).glob("*_labels.png"))
     for path in labels:
         ids = np.asarray(Image.open(path))  # palette PNG: pixel value = class id
-        Image.fromarray((ids > 0).astype(np.uint8)).save(out / (path.name.removesuffix("_labels.png") + ".png"))
+        Image.fromarray((ids > 0).astype(np.uint8)).save(
+            out / (path.name.removesuffix("_labels.png") + ".png")
+        )
     print(f"{len(labels)} label maps merged into cell / no cell in {out}")
 
 

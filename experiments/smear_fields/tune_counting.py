@@ -46,7 +46,9 @@ def fields(root: Path, labels: Path | None, every: int):
 
 def main() -> None:
     """Run the grid and print/write its table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", type=Path)
     parser.add_argument("--labels", type=Path, default=None)
     parser.add_argument("--every", type=int, default=5)
@@ -56,7 +58,9 @@ def main() -> None:
     settings = [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
     table = []
     for setting in settings:
-        count = CountSettings(setting["min_cell_area"], setting["min_distance"], setting["smoothing"], MAX_HOLE_AREA)
+        count = CountSettings(
+            setting["min_cell_area"], setting["min_distance"], setting["smoothing"], MAX_HOLE_AREA
+        )
         start = time.process_time()
         rows = np.stack([class_statistics(truth, split_cells(cells, count), 100) for _, truth, cells in data])
         scores = instance_scores(rows[:, 0])  # edge_excluded
