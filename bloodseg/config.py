@@ -309,6 +309,23 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateInstancesConfig:
+    enabled: bool = True
+    min_true_area: int | None = None
+    min_cell_area: int | None = None
+    min_distance: int | None = None
+    smoothing: float | None = None
+    max_hole_area: int | None = None
+
+
+@dataclass
+class EvaluateEvaluationConfig(EvaluationConfig):
+    instances: EvaluateInstancesConfig = field(
+        default_factory=EvaluateInstancesConfig
+    )  # null = the checkpoint's
+
+
+@dataclass
 class EvaluateConfig:
     ckpt_path: str | None = None
     pred_dir: str | None = None
@@ -321,7 +338,7 @@ class EvaluateConfig:
     batch_size: int = 8
     data: DataConfig | None = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    evaluation: EvaluateEvaluationConfig = field(default_factory=EvaluateEvaluationConfig)
 
 
 @dataclass

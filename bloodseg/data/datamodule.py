@@ -107,9 +107,15 @@ class BloodSmearDataModule(L.LightningDataModule):
         by_id = {p.id: p for p in pairs}
         if self.eval_split == "all":
             self.split = {**self.split, "all": sorted(ids)}
+        decoded: dict[tuple[str, ...], LoadedImages] = {}  # a published val split is also the test split
         for name in self.split:
-            self.splits[name] = load_images([by_id[i] for i in self.split[name]], self.table, self.image_size)
-        stray = {k: v for loaded in self.splits.values() for k, v in loaded.stray.items()}
+            ids_of_split = tuple(self.split[name])
+            if ids_of_split not in decoded:
+                decoded[ids_of_split] = load_images(
+                    [by_id[i] for i in ids_of_split], self.table, self.image_size
+                )
+            self.splits[name] = decoded[ids_of_split]
+        stray = {k: v for loaded in self.decoded_sets() for k, v in loaded.stray.items()}
         warning = describe_stray(stray)
         if warning:
             log.warning("data: %s", warning)
@@ -122,15 +128,20 @@ class BloodSmearDataModule(L.LightningDataModule):
             ", ".join(self.table.names),
         )
 
+    def decoded_sets(self) -> list[LoadedImages]:
+        """Each decoded set once (splits with the same images share one), so pixel totals count each file once."""
+        unique = {id(loaded): loaded for loaded in self.splits.values()}
+        return list(unique.values())
+
     def label_report(self) -> dict:
         """Stray and transparent label pixels found while loading, per file."""
-        stray = {k: v for loaded in self.splits.values() for k, v in loaded.stray.items()}
+        stray = {k: v for loaded in self.decoded_sets() for k, v in loaded.stray.items()}
         return {
             "stray_pixels_total": sum(v["pixels"] for v in stray.values()),
             "stray_files": stray,
-            "unlabelled_pixels_total": sum(s.unlabelled_pixels for s in self.splits.values()),
-            "mask_overlap_pixels_total": sum(s.overlap_pixels for s in self.splits.values()),
-            "image_conversions": {k: v for s in self.splits.values() for k, v in s.conversions.items()},
+            "unlabelled_pixels_total": sum(s.unlabelled_pixels for s in self.decoded_sets()),
+            "mask_overlap_pixels_total": sum(s.overlap_pixels for s in self.decoded_sets()),
+            "image_conversions": {k: v for s in self.decoded_sets() for k, v in s.conversions.items()},
         }
 
     def write_split(self, path: Path) -> None:

@@ -257,15 +257,35 @@ def instances_markdown(block: dict) -> str:
     return "\n".join(lines + ["", block["definition"] + "."]) + "\n"
 
 
-def settings_from_config(evaluation_cfg) -> InstanceSettings | None:
-    """The ``evaluation.instances`` config as InstanceSettings, or None when it is off (or absent)."""
+def settings_from_config(evaluation_cfg, fallback: dict | None = None) -> InstanceSettings | None:
+    """The ``evaluation.instances`` config as InstanceSettings, or None when it is off (or absent).
+
+    A key that is null takes its value from ``fallback`` (a checkpoint's evaluation.instances), else
+    the built-in default.
+    """
     spec = getattr(evaluation_cfg, "instances", None) if evaluation_cfg is not None else None
     if spec is None or not spec.enabled:
         return None
+    defaults = {
+        "min_true_area": 100,
+        "min_cell_area": 80,
+        "min_distance": 8,
+        "smoothing": 1.0,
+        "max_hole_area": 300,
+    }
+    chosen = {}
+    for key, default in defaults.items():
+        value = spec.get(key) if hasattr(spec, "get") else getattr(spec, key, None)
+        if value is None:
+            value = (fallback or {}).get(key, default)
+        chosen[key] = value
     cells = CountSettings(
-        int(spec.min_cell_area), int(spec.min_distance), float(spec.smoothing), int(spec.max_hole_area)
+        int(chosen["min_cell_area"]),
+        int(chosen["min_distance"]),
+        float(chosen["smoothing"]),
+        int(chosen["max_hole_area"]),
     )
-    return InstanceSettings(int(spec.min_true_area), cells)
+    return InstanceSettings(int(chosen["min_true_area"]), cells)
 
 
 def per_image_columns(class_names: list[str]) -> list[str]:

@@ -93,7 +93,9 @@ class InstanceStatistics(Metric):
     def compute(self) -> torch.Tensor:
         """All images' blocks (n, K-1, 2, STAT_COLUMNS), sorted by dataset index."""
         shape = (-1, self.num_classes - 1, len(EDGE_VARIANTS), STAT_COLUMNS)
-        if not self.image_index:
+        if (
+            isinstance(self.image_index, list) and not self.image_index
+        ):  # nothing seen (after a sync: a tensor)
             return torch.zeros(0, *shape[1:], dtype=torch.float64)
         index = dim_zero_cat(self.image_index).reshape(-1)
         return dim_zero_cat(self.rows).reshape(shape)[torch.argsort(index, stable=True)]

@@ -70,6 +70,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[
                 save_top_k=1,
                 every_n_epochs=c.checkpoint.every_n_epochs,
                 enable_version_counter=False,
+                # at the end of every training epoch (after its validation, if any): Lightning's default
+                # saves after validation only once check_val_every_n_epoch > 1, and never without a val split
+                save_on_train_epoch_end=True,
             )
         )
     if c.checkpoint.save_top_k and c.checkpoint.monitor:  # plus the k best by the monitored value

@@ -21,6 +21,7 @@ from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.evaluation.folders import evaluate_folders
 from bloodseg.metrics.instances import settings_from_config
+from bloodseg.metrics.suite import SegmentationMetrics
 from bloodseg.metrics.tables import paper_tables
 from bloodseg.training.callbacks import EvaluationArtifacts
 from bloodseg.training.checkpoints import check_checkpoint_classes, load_module
@@ -49,10 +50,16 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
         output_dir = check_output_dir(output_dir or cfg.output_dir)
         if not cfg.overwrite:
             refuse_overwrite(output_dir / "metrics.json")
-    module = load_module(
-        ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics, settings_from_config(cfg.evaluation)
-    )
+    module = load_module(ckpt_path, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics)
     meta = module.meta
+    # cells are split as the run scored them unless evaluation.instances.* says otherwise
+    trained_with = (meta["config"].get("evaluation") or {}).get("instances")
+    module.test_metrics = SegmentationMetrics(
+        len(meta["class_names"]),
+        cfg.evaluation.bf_tolerance,
+        cfg.evaluation.semantics,
+        settings_from_config(cfg.evaluation, trained_with),
+    )
     module.network_size = list(cfg.network_size or meta["image_size"])
     module.tta = str(cfg.evaluation.tta)
     data_cfg = cfg.data if cfg.data is not None else OmegaConf.create(meta["config"]["data"])

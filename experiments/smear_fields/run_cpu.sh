@@ -31,7 +31,8 @@ for seed in 1 2 3; do
   wanted aug_seed$seed && train aug_seed$seed $REAL $AUG seed=$seed
 done
 # the built-in synthetic smears (3 classes) with the same network, windows and schedule
-wanted synthetic && train synthetic data=synthetic data.crop_size=[256,256] $AUG seed=1
+# (check_val_every_n_epoch=1: there is no val split; bloodseg before 2026-12-03 wrote no checkpoint otherwise)
+wanted synthetic && train synthetic data=synthetic data.crop_size=[256,256] $AUG seed=1 trainer.check_val_every_n_epoch=1
 # fine-tuning: the synthetic run's encoder as the starting point of the real recipe
 if wanted finetune_seed1; then
   $PY experiments/smear_fields/encoder_weights.py $OUT/synthetic/checkpoints/last.ckpt $OUT/synthetic_encoder.pt

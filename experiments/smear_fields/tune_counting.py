@@ -26,9 +26,9 @@ from bloodseg.metrics.cells import CountSettings, split_cells
 from bloodseg.metrics.instances import class_statistics, instance_scores
 
 GRID = {
-    "min_distance": (8, 16, 24, 32),
+    "min_distance": (8, 16, 24, 32, 40, 48),
     "smoothing": (1.0, 4.0),
-    "min_cell_area": (80, 400),
+    "min_cell_area": (80, 400, 1500),
 }
 MAX_HOLE_AREA = 300
 

@@ -75,6 +75,7 @@ def files(smoke_run, tmp_path_factory, cellavision_dir, smear_fields_dir, allidb
     preds = base / "preds"  # another tool's index PNGs, same stems as the ground truth
     make_folder(preds, n=10, colour=False, seed=1)
     smear_fields = small_smear_copy(smear_fields_dir, base / "smear_fields")
+    (base / "allidb1").mkdir()
     allidb1_masks = three_fields(allidb1_masks_dir, base / "allidb1")  # the real masks of three fields
     made_up_images(allidb1_masks, base / "allidb1" / "images", ["Im001_1", "Im002_1", "Im003_1"])
     return {

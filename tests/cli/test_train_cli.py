@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMOKE, compose_train, run_tool
+from conftest import ONE_BATCH, SMOKE, compose_train, run_tool
 
 from bloodseg.training.run import train
 
@@ -78,6 +78,22 @@ def test_resume_from_last_checkpoint_continues_training(smoke_run, tmp_path):
     assert after["epoch"] == before["epoch"] + 1
     assert after["global_step"] == before["global_step"] + 3  # one more epoch of 3 batches, not a fresh start
     assert after["bloodseg"]["split"] == before["bloodseg"]["split"]
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 0.2])
+def test_last_checkpoint_is_written_every_epoch_whatever_the_validation_interval(tmp_path, val_fraction):
+    """Lightning saves only after validation once check_val_every_n_epoch > 1 (never without a val
+    split): last.ckpt must hold the last finished epoch all the same."""
+    overrides = [
+        *ONE_BATCH,
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=3",
+        f"data.val_fraction={val_fraction}",
+        "test_after_fit=false",
+    ]
+    train(compose_train(overrides), tmp_path)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1 and saved["global_step"] == 2
 
 
 def test_resumed_training_is_exactly_the_uninterrupted_one(tmp_path):
