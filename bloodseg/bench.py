@@ -39,6 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 from scipy import ndimage
 
+from bloodseg.cli import check_command_line
 from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
@@ -473,5 +474,11 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-bench`` / ``python -m bloodseg.bench``: the command line checked, then the Hydra app."""
+    check_command_line(sys.argv[1:], "bench", "")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -17,6 +17,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from bloodseg.cli import check_command_line
 from bloodseg.config import CONF_DIR
 from bloodseg.training.testing import check_evaluate_arguments, run_evaluation
 
@@ -29,6 +30,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     """Command-line entry point: rejects data.KEY overrides without data=NAME in one line, then runs."""
+    check_command_line(sys.argv[1:], "evaluate", "output_dir")
     check_evaluate_arguments(sys.argv[1:])
     return run()
 

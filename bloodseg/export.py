@@ -7,9 +7,12 @@ What it writes and how: bloodseg.inference.model_export.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from bloodseg.cli import check_command_line
 from bloodseg.config import CONF_DIR
 from bloodseg.inference.model_export import run_export
 
@@ -20,5 +23,11 @@ def main(cfg: DictConfig) -> None:
     run_export(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-export`` / ``python -m bloodseg.export``: the command line checked, then the Hydra app."""
+    check_command_line(sys.argv[1:], "export", "output")
     main()
+
+
+if __name__ == "__main__":
+    cli()

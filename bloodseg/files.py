@@ -8,12 +8,43 @@ target in one rename (atomic on POSIX file systems within one folder). Every res
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from bloodseg.errors import BloodsegError
+
+OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OutOfSpace(BloodsegError):
+    """A result file does not fit on its disk; the previous version of the file is kept. Exit status 1."""
+
+    exit_code = 1
+
+
+def out_of_space(path: Path, needed_bytes: int | None, fix: str) -> OutOfSpace:
+    """The one-line error for ``path`` not fitting: the folder, the space needed and free, and ``fix``."""
+    folder = Path(path).parent
+    free = shutil.disk_usage(folder).free if folder.is_dir() else 0
+    need = f"needs about {needed_bytes / 2**20:.0f} MiB, " if needed_bytes else ""
+    return OutOfSpace(
+        f"no space left for {Path(path).name} in {folder}: it {need}{free / 2**20:.0f} MiB are free; "
+        f"fix: {fix}"
+    )
+
+
+def check_free_space(path: Path, needed_bytes: int, fix: str) -> None:
+    """Raise :class:`OutOfSpace` before writing when ``path``'s disk has less than ``needed_bytes`` free."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(folder).free < needed_bytes:
+        raise out_of_space(path, needed_bytes, fix)
 
 
 def partial_path(path: Path) -> Path:

@@ -7,9 +7,12 @@ What it writes and how: bloodseg.inference.predict_run.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from bloodseg.cli import check_command_line
 from bloodseg.config import CONF_DIR
 from bloodseg.inference.predict_run import run_predict
 
@@ -20,5 +23,11 @@ def main(cfg: DictConfig) -> None:
     run_predict(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-predict`` / ``python -m bloodseg.predict``: the command line checked, then the Hydra app."""
+    check_command_line(sys.argv[1:], "predict", "output_dir")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -9,9 +9,12 @@ bright = unsure). Scores are bloodseg.inference.uncertainty's; images go through
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from bloodseg.cli import check_command_line
 from bloodseg.config import CONF_DIR
 from bloodseg.inference.uncertainty import run_suggest
 
@@ -22,5 +25,11 @@ def main(cfg: DictConfig) -> None:
     run_suggest(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``bloodseg-suggest`` / ``python -m bloodseg.suggest``: the command line checked, then the Hydra app."""
+    check_command_line(sys.argv[1:], "suggest", "output_dir")
     main()
+
+
+if __name__ == "__main__":
+    cli()

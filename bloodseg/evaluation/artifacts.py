@@ -133,6 +133,9 @@ def write_evaluation(
 ) -> dict[str, Any]:
     """Write every evaluation artifact of a split and return the metrics.json document.
 
+    metrics.json is written last (any earlier one removed first), so a folder holding it holds the
+    complete set, also after a run stopped while writing.
+
     ``semantics`` names the rule set the results were computed with (recorded in metrics.json);
     ``instance_settings`` those of the instance metrics, when the results hold them.
 
@@ -155,7 +158,7 @@ def write_evaluation(
         instance_settings=instance_settings,
         **(extra or {}),
     )
-    write_metrics_json(out_dir / "metrics.json", metrics)
+    (out_dir / "metrics.json").unlink(missing_ok=True)  # present again only once everything is written
     write_confusion_csv(out_dir / "confusion_matrix.csv", metrics)
     confusion_matrix_figure(
         np.asarray(metrics["confusion_matrix"]["counts"]),
@@ -191,4 +194,5 @@ def write_evaluation(
                     comparison(image, truth, pred, class_colors, f"{image_ids[row]}: {caption}"),
                     out_dir / f"overlay_{kind}_{image_ids[row]}.png",
                 )
+    write_metrics_json(out_dir / "metrics.json", metrics)  # last: its presence means the set is complete
     return metrics

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from bloodseg.config import check_config
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_rgb
 from bloodseg.errors import BloodsegError
 from bloodseg.extras import require
+from bloodseg.files import partial_path
 from bloodseg.inference.parity import LOGIT_ATOL, LOGIT_RTOL, compare_logits
 from bloodseg.training.checkpoints import load_module
 
@@ -155,8 +157,7 @@ def export_onnx(module, path: Path, input_dtype: str = "uint8", opset: int = 18,
         f"bloodseg {metadata['model']}: {input_dtype} RGB images NCHW 0..255 in (normalised inside), "
         f"logits NCHW over classes {metadata['class_names']} out; see metadata_props['bloodseg']"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    program.save(str(path), external_data=False)
+    save_in_one_piece(path, lambda staged: program.save(str(staged), external_data=False))
     return metadata
 
 
@@ -170,9 +171,21 @@ def export_torchscript(module, path: Path, ckpt: str = "") -> dict:
         log.warning("torch.jit.script failed (%s); tracing at %dx%d instead", error, height, width)
         scripted = torch.jit.trace(model, torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8))
     metadata = model_metadata(module.meta, "torchscript", "uint8 or float32", True, ckpt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
+    extra = {METADATA_FILE: json.dumps(metadata, indent=2)}
+    save_in_one_piece(path, lambda staged: torch.jit.save(scripted, str(staged), _extra_files=extra))
     return metadata
+
+
+def save_in_one_piece(path: Path, save: Callable[[Path], None]) -> None:
+    """Let ``save(staged)`` write the model to a hidden file beside ``path``, then rename it into place:
+    a stopped or failed export leaves no half-written model (and an earlier one untouched)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = partial_path(path)
+    try:
+        save(staged)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 # ---- parity ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ reported and passed over; the others are written, and the exit status is 1 namin
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import logging
 import sys
@@ -34,7 +35,7 @@ from bloodseg.data.imageio import read_rgb
 from bloodseg.data.labels import palette_label
 from bloodseg.errors import BloodsegError
 from bloodseg.extras import require
-from bloodseg.files import write_json_atomically
+from bloodseg.files import write_atomically, write_json_atomically
 from bloodseg.inference.counting import (
     CELL_COLUMNS,
     MICRON_COLUMNS,
@@ -55,8 +56,9 @@ from bloodseg.inference.tiling import (
     resolve_device,
 )
 from bloodseg.metrics.cells import COUNTING_NEEDS, CountSettings
+from bloodseg.termination import exit_status_of, stopped_by
 from bloodseg.training.checkpoints import load_module
-from bloodseg.viz.pictures import cell_outlines, overlay, save_png
+from bloodseg.viz.pictures import cell_outlines, overlay
 
 log = logging.getLogger("bloodseg.predict")
 
@@ -69,7 +71,18 @@ def instance_png(instances: np.ndarray, path: Path) -> None:
         raise BloodsegError(
             f"{path.name}: {top} cells do not fit a 16-bit PNG; fix: predict smaller crops of the image"
         )
-    Image.fromarray(instances.astype(np.uint16)).save(path)
+    save_image(Image.fromarray(instances.astype(np.uint16)), path)
+
+
+def save_image(image: Image.Image, path: Path) -> None:
+    """Write ``image`` as PNG under a hidden name and rename it into place: no half-written picture."""
+    write_atomically(path, lambda handle: image.save(handle, format="PNG"))
+
+
+def output_files(out_dir: Path, stem: str, class_names: list[str]) -> list[Path]:
+    """Every file predict may write for one image (labels, overlay, class pictures, instances, outlines)."""
+    names = ["labels", "overlay", *class_names[1:], "instances", "outlines"]
+    return [out_dir / f"{stem}_{name}.png" for name in names]
 
 
 def write_outputs(
@@ -81,18 +94,32 @@ def write_outputs(
     meta: dict,
     settings,
 ) -> None:
-    """Per image: labels (palette PNG), overlay, one picture per non-background class, instances, outlines."""
+    """Per image: labels (palette PNG), overlay, one picture per non-background class, instances, outlines.
+
+    Each file is renamed into place once complete; when any of them fails, the image's others are
+    removed again, so an image has all its outputs or none.
+    """
     colors = meta["class_colors"]
-    palette_label(labels, colors).save(out_dir / f"{stem}_labels.png")
-    save_png(overlay(image, labels, colors, settings.alpha), out_dir / f"{stem}_overlay.png")
-    for class_id, name in enumerate(meta["class_names"]):
-        if class_id > 0:
-            save_png(separation(image, labels, class_id), out_dir / f"{stem}_{name}.png")
-    instances, rows = cells
-    instance_png(instances, out_dir / f"{stem}_instances.png")
-    if settings.outlines:
-        by_name = dict(zip(meta["class_names"], colors, strict=True))
-        save_png(cell_outlines(image, instances, rows, by_name), out_dir / f"{stem}_outlines.png")
+    try:
+        save_image(palette_label(labels, colors), out_dir / f"{stem}_labels.png")
+        save_image(
+            Image.fromarray(overlay(image, labels, colors, settings.alpha)), out_dir / f"{stem}_overlay.png"
+        )
+        for class_id, name in enumerate(meta["class_names"]):
+            if class_id > 0:
+                save_image(
+                    Image.fromarray(separation(image, labels, class_id)), out_dir / f"{stem}_{name}.png"
+                )
+        instances, rows = cells
+        instance_png(instances, out_dir / f"{stem}_instances.png")
+        if settings.outlines:
+            by_name = dict(zip(meta["class_names"], colors, strict=True))
+            outlines = cell_outlines(image, instances, rows, by_name)
+            save_image(Image.fromarray(outlines), out_dir / f"{stem}_outlines.png")
+    except BaseException:
+        for path in output_files(out_dir, stem, list(meta["class_names"])):
+            path.unlink(missing_ok=True)
+        raise
 
 
 def check_settings(s: DictConfig) -> None:
@@ -179,7 +206,6 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         counting.max_hole_area,
     )
     stems = output_stems(files)
-    by_stem = {stem: path for path, stem in stems.items()}
     skipped: list[dict] = []
     results: list[dict] = []
     log.info(
@@ -192,6 +218,38 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     )
     plan = FieldPlan(settings.mode, tile, settings.scale, settings.overlap, settings.max_whole_pixels)
     run = PredictRun(out_dir, meta, settings, counting, skipped, results)
+    describe = {
+        "checkpoint": str(cfg.ckpt_path),
+        "input": str(cfg.input),
+        "output_dir": str(out_dir),
+        "class_names": list(meta["class_names"]),
+        "counting": {key: getattr(counting, field) for key, field in COUNTING_KEYS.items()},
+    }
+    try:
+        predict_all(run, module, files, stems, plan, tile, device)
+    except BaseException as error:
+        stop = run.stopped(error, describe, files)
+        if stop is error:  # a bug: its traceback is the report
+            raise
+        raise stop from None
+    order = {str(path): i for i, path in enumerate(files)}
+    skipped.sort(key=lambda row: order.get(row["file"], 0))  # in input order, however they failed
+    summary = run.summary(describe, files, "complete")
+    write_json_atomically(out_dir / "summary.json", summary)
+    if not results:
+        raise BloodsegError(
+            f"none of the {len(files)} file(s) in input={cfg.input} could be read or predicted; "
+            "see the messages above"
+        )
+    return summary
+
+
+def predict_all(
+    run: PredictRun, module, files: list[Path], stems: dict, plan: FieldPlan, tile, device
+) -> None:
+    """Predict every file into the run's outputs, streamed fields tile by tile, the others in batches."""
+    by_stem = {stem: path for path, stem in stems.items()}
+    settings, skipped = run.settings, run.skipped
     streamed = {}
     for path in files:  # which fields are streamed: from the header alone
         try:
@@ -199,8 +257,8 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         except BloodsegError as error:
             run.skip(path, error)
     with (
-        open(out_dir / "counts.csv", "w", newline="") as handle,
-        open(out_dir / "cells.csv", "w", newline="") as cell_handle,
+        open(run.out_dir / "counts.csv", "w", newline="") as handle,
+        open(run.out_dir / "cells.csv", "w", newline="") as cell_handle,
         tqdm(total=len(files), desc="predict", unit="image", file=sys.stderr) as progress,
     ):
         run.open_tables(handle, cell_handle)
@@ -220,9 +278,9 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
                     path = by_stem[done.name]
                     finished.add(path)
                     run.guarded(path, lambda d=done, p=path: run.finish_whole(d, p))
-            except (KeyboardInterrupt, SystemExit):
-                raise
             except Exception as error:  # noqa: BLE001 - the network failed on a batch that may mix images
+                if isinstance(error, OutputsNotWritable):
+                    raise
                 passed_over = {row["file"] for row in skipped}
                 left = [p for p in group if p not in finished and str(p) not in passed_over]
                 log.warning(
@@ -235,25 +293,18 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
                     run.guarded(
                         path, lambda p=path: run.predict_alone(module, p, stems[p], plan, tile, device)
                     )
-    order = {str(path): i for i, path in enumerate(files)}
-    skipped.sort(key=lambda row: order.get(row["file"], 0))  # in input order, however they failed
-    summary = {
-        "checkpoint": str(cfg.ckpt_path),
-        "input": str(cfg.input),
-        "output_dir": str(out_dir),
-        "class_names": list(meta["class_names"]),
-        "counting": {key: getattr(counting, field) for key, field in COUNTING_KEYS.items()},
-        "predicted": len(results),
-        "skipped": skipped,
-        "images": results,
-    }
-    write_json_atomically(out_dir / "summary.json", summary)
-    if not results:
-        raise BloodsegError(
-            f"none of the {len(files)} file(s) in input={cfg.input} could be read or predicted; "
-            "see the messages above"
-        )
-    return summary
+
+
+class OutputsNotWritable(Exception):
+    """Writing an image's outputs failed for lack of space or permission: every further image would fail
+    the same way, so the run stops (with the image it was writing and the OS error)."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"{path.name}: {error.strerror or error}")
+        self.path, self.error = path, error
+
+
+STOPPING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # a full disk, a quota, a read-only mount
 
 
 class PredictRun:
@@ -262,7 +313,57 @@ class PredictRun:
     def __init__(self, out_dir: Path, meta: dict, settings, counting: CountSettings, skipped, results):
         self.out_dir, self.meta, self.settings, self.counting = out_dir, meta, settings, counting
         self.skipped, self.results = skipped, results
+        self.predicted_files: set[str] = set()
         self.progress = None
+
+    def summary(self, describe: dict, files: list[Path], status: str, **why) -> dict:
+        """summary.json's record: the run's settings, ``status`` (complete, interrupted, failed) with
+        ``why`` (stopped_by, error), the images predicted, those skipped and those not reached."""
+        done = {row["file"] for row in self.skipped} | self.predicted_files
+        not_reached = [str(path) for path in files if str(path) not in done]
+        return {
+            **describe,
+            "status": status,
+            **why,
+            "predicted": len(self.results),
+            "skipped": self.skipped,
+            "not_predicted": not_reached,
+            "images": self.results,
+        }
+
+    def stopped(self, error: BaseException, describe: dict, files: list[Path]) -> BaseException:
+        """After the run stopped on ``error`` before every file was done: write a summary.json that says
+        so (or remove an older one when even that cannot be written) and return the one-line error to
+        end the process with (the original error when it is a bug)."""
+        interrupted = stopped_by(error)
+        status = "interrupted" if interrupted else "failed"
+        why = {"stopped_by": interrupted} if interrupted else {"error": f"{type(error).__name__}: {error}"}
+        record = self.summary(describe, files, status, **why)
+        summary = self.out_dir / "summary.json"
+        try:
+            write_json_atomically(summary, record)
+            where = f"{summary} lists them (status: {status})"
+        except OSError:
+            summary.unlink(missing_ok=True)  # no summary rather than a stale or wrong one
+            where = "summary.json could not be written either, and none is left"
+        done = f"{record['predicted']} of {len(files)} image(s) have complete outputs and counts.csv rows"
+        left = f"{len(record['not_predicted'])} were not predicted"
+        if interrupted:
+            stop = BloodsegError(
+                f"interrupted ({interrupted}): {done}; {left}; {where}; re-run to predict them"
+            )
+            stop.exit_code = exit_status_of(error)
+            return stop
+        if isinstance(error, OutputsNotWritable):
+            cause = error.error
+            stop = BloodsegError(
+                f"output_dir={self.out_dir}: writing the outputs of {error} (errno {cause.errno}); {done}; "
+                f"{left}; {where}; fix: free space there (df -h {self.out_dir}) or give output_dir= on "
+                "another disk, then re-run"
+            )
+            stop.exit_code = 1
+            return stop
+        return error
 
     def open_tables(self, handle, cell_handle) -> None:
         """Start counts.csv and cells.csv (header rows)."""
@@ -287,8 +388,11 @@ class PredictRun:
         """Run one file's work; a failure is reported and the run goes on with the next file."""
         try:
             work()
-        except (KeyboardInterrupt, SystemExit):
-            raise
+        except OSError as error:
+            if error.errno in STOPPING_ERRNOS:  # the output folder, not this image: stop at the first
+                raise OutputsNotWritable(path, error) from error
+            log.debug("%s failed", path, exc_info=True)
+            self.skip(path, error)
         except Exception as error:  # one bad image never aborts the folder
             log.debug("%s failed", path, exc_info=True)
             self.skip(path, error)
@@ -304,15 +408,21 @@ class PredictRun:
         self.handle.flush()
         self.cell_handle.flush()
         self.results.append({"image": path.name, **entry, "counts": counts})
+        self.predicted_files.add(str(path))
 
     def finish_whole(self, done, path: Path) -> None:
         """Post-process an image predicted in one piece (whole, tiled in memory or resized)."""
         names = list(self.meta["class_names"])
         labels = done.labels()
         cells = label_cells(labels, names, self.counting)
-        write_outputs(self.out_dir, done.name, done.image, labels, cells, self.meta, self.settings)
         counts = class_counts(labels, names, cells[1])
-        self.record(path, counts, cells[1], {"mode": done.mode, "tiles": len(done.boxes)})
+        write_outputs(self.out_dir, done.name, done.image, labels, cells, self.meta, self.settings)
+        try:
+            self.record(path, counts, cells[1], {"mode": done.mode, "tiles": len(done.boxes)})
+        except BaseException:  # not in the tables: then not in the folder either
+            for output in output_files(self.out_dir, done.name, names):
+                output.unlink(missing_ok=True)
+            raise
 
     def predict_alone(self, module, path: Path, stem: str, plan: FieldPlan, tile, device) -> None:
         """Read, predict and post-process one image in batches of its own (after a shared batch failed)."""

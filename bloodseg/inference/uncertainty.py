@@ -31,6 +31,7 @@ from tqdm import tqdm
 from bloodseg.cli import exit_2_on_user_error
 from bloodseg.config import check_config
 from bloodseg.errors import BloodsegError
+from bloodseg.files import atomic_text, write_text_atomically
 from bloodseg.inference.tiling import (
     Field,
     FieldPlan,
@@ -158,17 +159,17 @@ def suggest(cfg: DictConfig, hydra_dir: Path) -> list[dict]:
     ranking = rank(rows, s.score.value)
     top = len(ranking) if cfg.n is None else int(cfg.n)
     vmax = math.log(len(module.meta["class_names"]))
-    with open(out_dir / "ranking.csv", "w", newline="") as handle:
+    for row in ranking[:top]:
+        stem, entropy = maps[row["image"]]
+        save_png(heatmap(entropy, vmax), out_dir / f"{stem}_uncertainty.png")
+    with atomic_text(out_dir / "ranking.csv") as handle:  # the two lists last, each all or nothing
         writer = csv.DictWriter(handle, fieldnames=RANKING_COLUMNS)
         writer.writeheader()
         for row in ranking:
             row["suggested"] = row["rank"] <= top
             writer.writerow({k: ("" if row[k] is None else row[k]) for k in RANKING_COLUMNS})
     picked = [by_stem[maps[r["image"]][0]] for r in ranking if r["suggested"]]
-    (out_dir / "suggested.txt").write_text("".join(f"{p}\n" for p in picked))
-    for row in ranking[:top]:
-        stem, entropy = maps[row["image"]]
-        save_png(heatmap(entropy, vmax), out_dir / f"{stem}_uncertainty.png")
+    write_text_atomically(out_dir / "suggested.txt", "".join(f"{p}\n" for p in picked))
     log.info("ranked %d image(s) by mean %s; outputs in %s", len(ranking), s.score.value, out_dir)
     return ranking
 

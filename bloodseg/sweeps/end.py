@@ -101,13 +101,18 @@ def print_sweep_end(sweep_dir: Path, title: str = "bloodseg: sweep finished") ->
         )
 
 
-def summarise_stopped_sweep() -> None:
-    """After a multirun stopped on a failed job (Hydra then skips ``on_multirun_end``): the summary of the
-    jobs that ran, failed ones listed with their errors. Does nothing outside a multirun."""
+def running_sweep() -> Path | None:
+    """The directory of the multirun in progress in this process; None outside one."""
+    return _running
+
+
+def summarise_stopped_sweep(why: str = "a job failed") -> None:
+    """After a multirun stopped on a failed job or an interruption (Hydra then skips ``on_multirun_end``):
+    the summary of the jobs that ran, failed ones listed with their errors. Does nothing outside a multirun."""
     global _running
     sweep_dir, _running = _running, None
     if sweep_dir is not None and sweep_dir.is_dir() and collect_jobs(sweep_dir):
-        print_sweep_end(sweep_dir, "bloodseg: sweep stopped (a job failed; the jobs that ran are below)")
+        print_sweep_end(sweep_dir, f"bloodseg: sweep stopped ({why}; the jobs that ran are below)")
 
 
 class SweepSummary(Callback):

@@ -1,4 +1,5 @@
-"""Lightning callbacks of bloodseg: writing the evaluation artifacts of a test run; the Ctrl-C notice."""
+"""Lightning callbacks of bloodseg: writing the evaluation artifacts of a test run; the notice of a run
+stopped by Ctrl-C or a termination signal."""
 
 from __future__ import annotations
 
@@ -10,33 +11,44 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from bloodseg.evaluation.artifacts import write_evaluation
+from bloodseg.termination import stopped_by
 from bloodseg.training.job_status import write_job_status
 
 log = logging.getLogger("bloodseg.train")
 
 
+RECORDED_NOTE = "bloodseg: interruption recorded in job_status.json"
+
+
+def record_interruption(run_dir: Path, stop: str, during: str, exception: BaseException) -> None:
+    """Log one line saying what a stopped run kept and how to continue; job_status.json says interrupted.
+
+    Once per interruption: ``exception`` is marked, and a second call with it does nothing.
+    """
+    if RECORDED_NOTE in getattr(exception, "__notes__", ()):
+        return
+    exception.add_note(RECORDED_NOTE)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    kept = (
+        f"{last} (written at the end of the last completed epoch)" if last.is_file() else "no checkpoint yet"
+    )
+    log.warning("interrupted (%s) %s; kept: %s; re-run the same command to continue", stop, during, kept)
+    write_job_status(Path(run_dir), "interrupted", stopped_by=stop)
+
+
 class InterruptNotice(Callback):
-    """On Ctrl-C during training: say what was kept and how to continue; job_status.json says interrupted."""
+    """On Ctrl-C or a termination signal during training or testing: say in which epoch, what was kept
+    and how to continue; job_status.json says interrupted."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+        stop = stopped_by(exception)
+        if stop is None or not trainer.is_global_zero:
             return
-        last = self.run_dir / "checkpoints" / "last.ckpt"
-        kept = (
-            f"{last} (written at the end of the last completed epoch)"
-            if last.is_file()
-            else "no checkpoint yet"
-        )
-        log.warning(
-            "interrupted during epoch %d (step %d); kept: %s; re-run the same command to continue",
-            trainer.current_epoch + 1,
-            trainer.global_step,
-            kept,
-        )
-        write_job_status(self.run_dir, "interrupted")
+        during = f"during epoch {trainer.current_epoch + 1} (step {trainer.global_step})"
+        record_interruption(self.run_dir, stop, during, exception)
 
 
 class EvaluationArtifacts(Callback):

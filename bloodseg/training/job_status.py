@@ -6,6 +6,8 @@ reports list failed jobs instead of dropping them.
 
 from __future__ import annotations
 
+import json
+import logging
 import traceback
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,45 @@ from omegaconf import DictConfig
 
 from bloodseg.files import write_json_atomically
 
+log = logging.getLogger("bloodseg.train")
 
-def write_job_status(output_dir: Path, status: str, error: BaseException | None = None) -> None:
-    """Write job_status.json ({"status", and for a failure "error" and "traceback"}) into output_dir."""
+
+def write_job_status(
+    output_dir: Path, status: str, error: BaseException | None = None, stopped_by: str | None = None
+) -> None:
+    """Write job_status.json into output_dir: {"status"}, plus "error" and "traceback" for a failure and
+    "stopped_by" (``Ctrl-C``, ``SIGTERM``) for an interruption."""
     record: dict[str, Any] = {"status": status}
+    if stopped_by is not None:
+        record["stopped_by"] = stopped_by
     if error is not None:
         record["error"] = f"{type(error).__name__}: {error}"
         record["traceback"] = "".join(traceback.format_exception(error))[-4000:]
-    write_json_atomically(output_dir / "job_status.json", record)
+    try:
+        write_json_atomically(output_dir / "job_status.json", record)
+    except OSError as write_error:  # e.g. a full disk: the reason the run stopped is reported anyway
+        log.warning("job_status.json (%s) could not be written in %s: %s", status, output_dir, write_error)
+
+
+def read_job_status(output_dir: Path) -> dict[str, Any]:
+    """The job_status.json of output_dir as a dict; {} when there is none or it cannot be read."""
+    try:
+        record = json.loads((Path(output_dir) / "job_status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def mark_unfinished_jobs(sweep_dir: Path, stopped_by: str) -> list[Path]:
+    """After a multirun was interrupted: every job folder of ``sweep_dir`` that started (has ``.hydra/``)
+    but recorded no status (a worker process killed with its launcher) is marked interrupted. Returns them."""
+    marked = []
+    for job_dir in sorted(Path(sweep_dir).glob("*/.hydra")):
+        job_dir = job_dir.parent
+        if not (job_dir / "job_status.json").exists():
+            write_job_status(job_dir, "interrupted", stopped_by=stopped_by)
+            marked.append(job_dir)
+    return marked
 
 
 class JobStatusRecorder(Callback):

@@ -23,17 +23,18 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from bloodseg.cli import check_output_dir
+from bloodseg.cli import check_command_line, check_output_dir
 from bloodseg.config import CONF_DIR, check_config
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.errors import BloodsegError
 from bloodseg.extras import check_hydra_plugins
 from bloodseg.metrics.tables import DATASET_KEYS
-from bloodseg.sweeps.end import summarise_stopped_sweep
+from bloodseg.sweeps.end import running_sweep, summarise_stopped_sweep
 from bloodseg.sweeps.gpus import assign_job_gpu
+from bloodseg.termination import exit_status_of, stopped_by, termination_raises
 from bloodseg.tracking.summary import run_summary
 from bloodseg.tracking.wandb_run import finish as finish_tracking
-from bloodseg.training.callbacks import EvaluationArtifacts, InterruptNotice
+from bloodseg.training.callbacks import EvaluationArtifacts, InterruptNotice, record_interruption
 from bloodseg.training.checkpoints import (
     check_checkpoint_classes,
     check_checkpoint_model,
@@ -41,7 +42,7 @@ from bloodseg.training.checkpoints import (
     resume_checkpoint,
 )
 from bloodseg.training.factory import build_callbacks, build_loggers, build_module, build_trainer
-from bloodseg.training.job_status import write_job_status
+from bloodseg.training.job_status import mark_unfinished_jobs, write_job_status
 from bloodseg.training.losses import class_weights
 from bloodseg.training.module import CHECKPOINT_KEY
 from bloodseg.training.run_lock import RunDirectoryInUse, run_lock
@@ -78,7 +79,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir = check_output_dir(run_dir, "hydra.run.dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir, enabled=rank_zero_only.rank == 0):  # DDP/SLURM ranks > 0 share rank 0's run
-        return _train(cfg, run_dir)
+        try:
+            return _train(cfg, run_dir)
+        except BaseException as error:  # Ctrl-C or SIGTERM before or after Lightning's loops
+            stop = stopped_by(error)
+            if stop is not None and rank_zero_only.rank == 0:
+                record_interruption(run_dir, stop, "outside the training epochs", error)
+            raise
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -207,6 +214,13 @@ def sweeper_needs_value() -> bool:
 
 
 def run_job(cfg: DictConfig) -> float | None:
+    """One ``python -m bloodseg.train`` job (see :func:`train_job`), SIGTERM raising inside it: joblib runs
+    jobs in fresh worker processes, where the train command's own handler is not installed."""
+    with termination_raises():
+        return train_job(cfg)
+
+
+def train_job(cfg: DictConfig) -> float | None:
     """One ``python -m bloodseg.train`` job in Hydra's run dir: train, evaluate, return ``optimized_metric``.
 
     A BloodsegError is logged as one line; a single run records it in job_status.json and exits with
@@ -236,6 +250,11 @@ def run_job(cfg: DictConfig) -> float | None:
         if not isinstance(error, RunDirectoryInUse):  # the live holder's status is not ours to replace
             write_job_status(run_dir, "failed", error)
         raise SystemExit(getattr(error, "exit_code", 2)) from None
+    except BaseException as error:
+        status = exit_status_of(error)
+        if status is None:
+            raise
+        raise SystemExit(status) from None  # a multirun stops too: the signal was meant for all of it
     log.info("run directory: %s", run_dir)
     return value
 
@@ -244,14 +263,34 @@ def run_command(hydra_main: Callable[[], Any], argv: list[str]) -> None:
     """Run the train command's Hydra app after checking that the Hydra plugins ``argv`` selects
     (launchers, sweepers: optional extras) are installed; a multirun stopped on a failed job still
     shows the table of what ran."""
+    check_command_line(argv, "train")
     try:
         check_hydra_plugins(argv, CONF_DIR)
     except BloodsegError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        hydra_main()
+        with termination_raises():
+            hydra_main()
     except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            summarise_stopped_sweep()
+        if exit_.code not in (0, None):  # 128 + n: a job stopped by signal n (Ctrl-C, SIGTERM)
+            interrupted = isinstance(exit_.code, int) and exit_.code > 128
+            summarise_stopped_sweep("interrupted" if interrupted else "a job failed")
         raise
+    except BaseException as error:  # Ctrl-C or SIGTERM outside a job (Hydra, the launcher)
+        status = exit_status_of(error)
+        if status is None:
+            raise
+        stop = stopped_by(error)
+        sweep = running_sweep()
+        if sweep is not None:  # the jobs the launcher's workers ran when they were killed
+            marked = mark_unfinished_jobs(sweep, stop)
+            log.warning(
+                "sweep interrupted (%s): %d running job(s) marked interrupted; each continues from its "
+                "checkpoints/last.ckpt when the same command is run again with hydra.sweep.dir=%s",
+                stop,
+                len(marked),
+                sweep,
+            )
+        summarise_stopped_sweep(f"interrupted by {stop}")
+        raise SystemExit(status) from None

@@ -21,6 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from bloodseg.cli import check_output_dir
 from bloodseg.errors import BloodsegError
 
 LOCK_NAME = "run.lock"
@@ -121,11 +122,34 @@ class RunDirectoryGuard(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_unwritable(Path(config.hydra.run.dir), "hydra.run.dir")
         _refuse_if_held([Path(config.hydra.run.dir)])
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
+        _refuse_unwritable(sweep, "hydra.sweep.dir")
         _refuse_if_held([lock.parent for lock in sweep.glob(f"*/{LOCK_NAME}")] if sweep.is_dir() else [])
+
+
+def _refuse_unwritable(folder: Path, key: str) -> None:
+    """Exit with status 2 and one line when the run's folder cannot be created or written (a file in the
+    way, a read-only disk, no permission), before Hydra tries and fails with a traceback."""
+    try:
+        check_output_dir(folder, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except BloodsegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        print(
+            f"error: {key}={folder} cannot be written ({error.strerror or error}); fix: give a writable "
+            f"folder, e.g. {key}=$HOME/bloodseg-runs/NAME",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 def _refuse_if_held(run_dirs: list[Path]) -> None:

@@ -37,7 +37,7 @@ def test_bf_score_benchmark_compares_with_the_scipy_reference(tmp_path):
 
 def test_unknown_measurement_is_rejected(tmp_path):
     result = run_cli(  # a real process
-        "bloodseg.bench", "debug=smoke", "bench.measurements=[nope]", f"hydra.run.dir={tmp_path}"
+        "bloodseg.bench", "debug=smoke", "bench.measurements=[nope]"
     )
     assert result.returncode == 2 and "nope" in result.stderr
 
@@ -66,7 +66,6 @@ def test_smoke_bench_measures_train_step_inference_and_evaluation_of_each_model(
             "bench.models=[segnet_vgg16,unet]",
             "bench.warmup_steps=1",
             "bench.inference_batch_size=8",
-            f"hydra.run.dir={tmp_path}",
         )
     )
     assert [(r["model"], r["name"]) for r in found] == [

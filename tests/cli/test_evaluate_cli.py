@@ -28,7 +28,6 @@ def evaluate_checkpoint(run_dir, out_dir, *overrides: str) -> None:
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         *overrides,
         f"output_dir={out_dir}",
-        f"hydra.run.dir={out_dir / 'hydra'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -108,7 +107,6 @@ def folder_args(root, *extra):
         f"gt_dir={root / 'gt'}",
         "data=synthetic",
         f"output_dir={root / 'out'}",
-        f"hydra.run.dir={root / 'hydra'}",
         *extra,
     ]
 
@@ -183,7 +181,6 @@ def test_folder_mode_needs_a_class_table(tmp_path):
         "bloodseg.evaluate",
         f"pred_dir={tmp_path / 'pred'}",
         f"gt_dir={tmp_path / 'gt'}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
     )
     assert result.returncode == 2 and "data=NAME" in result.stderr
 
@@ -209,7 +206,6 @@ def test_scoring_at_another_resolution_resizes_around_the_network(smoke_run, tmp
         "data=synthetic",
         "data.image_size=[128,192]",
         f"output_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())

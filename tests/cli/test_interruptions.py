@@ -47,7 +47,14 @@ def test_kill_while_saving_leaves_a_complete_checkpoint_and_nothing_in_tmpdir(tm
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_how_to_continue_and_records_the_interruption(tmp_path):
+@pytest.mark.parametrize(
+    ("sent", "stopped_by", "exit_status"),
+    [(signal.SIGINT, "Ctrl-C", None), (signal.SIGTERM, "SIGTERM", 143)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stopped_run_says_how_to_continue_and_records_the_interruption(
+    tmp_path, sent, stopped_by, exit_status
+):
     args = [*SMOKE, *ONE_BATCH, "trainer.max_epochs=1000", f"hydra.run.dir={tmp_path}"]
     child = subprocess.Popen(
         [sys.executable, "-m", "bloodseg.train", *args],
@@ -66,17 +73,72 @@ def test_ctrl_c_says_how_to_continue_and_records_the_interruption(tmp_path):
         while not ckpt.is_file() and child.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         assert child.poll() is None, "the run ended before it could be interrupted"
-        child.send_signal(signal.SIGINT)
+        child.send_signal(sent)
         _, stderr = child.communicate(timeout=120)
     finally:
         child.kill()  # never leave a 1000-epoch run behind a failed check
     assert child.returncode != 0
+    if exit_status is not None:  # what shells and schedulers report for a killed job
+        assert child.returncode == exit_status
+    assert f"interrupted ({stopped_by}) during epoch" in stderr
     assert "re-run the same command to continue" in stderr and "last.ckpt" in stderr
-    assert json.loads((tmp_path / "job_status.json").read_text())["status"] == "interrupted"
+    assert "Traceback" not in stderr
+    status = json.loads((tmp_path / "job_status.json").read_text())
+    assert status == {"status": "interrupted", "stopped_by": stopped_by}
     assert not (tmp_path / "run.lock").exists() and not (tmp_path / "metrics.json").exists()
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] >= 0  # the kept checkpoint loads
 
 
 def test_no_epochs_writes_no_metrics_pointing_at_a_missing_checkpoint(tmp_path):
     train(compose_train([*SMOKE, *ONE_BATCH, "trainer.max_epochs=0"]), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["checkpoint"] is None and not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_sigterm_stops_a_sweep_with_143_and_every_started_job_says_interrupted(tmp_path, launcher):
+    """A scheduler's SIGTERM to the sweep's process: with the basic launcher the running job stops in
+    the same process; with joblib the workers are killed with their launcher and marked afterwards."""
+    parallel = ["hydra/launcher=joblib_local", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    args = [
+        *SMOKE,
+        *ONE_BATCH,
+        "trainer.max_epochs=1000",
+        "seed=1,2",
+        *parallel,
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bloodseg.train", "-m", *args],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = 2 if launcher == "joblib" else 1
+    try:
+        deadline = time.time() + 300
+        while (
+            len(list(tmp_path.glob("*/checkpoints/last.ckpt"))) < started
+            and child.poll() is None
+            and time.time() < deadline
+        ):
+            time.sleep(0.1)
+        assert child.poll() is None, "the sweep ended before it could be stopped"
+        child.send_signal(signal.SIGTERM)
+        stdout, stderr = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "bloodseg: sweep stopped (interrupted" in stdout
+    jobs = sorted(p.parent for p in tmp_path.glob("*/.hydra"))
+    assert len(jobs) == started
+    for job in jobs:
+        assert json.loads((job / "job_status.json").read_text()) == {
+            "status": "interrupted",
+            "stopped_by": "SIGTERM",
+        }
+        assert (job / "checkpoints" / "last.ckpt").is_file() and not (job / "metrics.json").exists()

@@ -39,7 +39,7 @@ def export_cli(smoke_run, tmp_path, *args):
     """Run the export command on the smoke checkpoint; returns (module, its printed JSON record)."""
     run_dir, _ = smoke_run
     ckpt = run_dir / "checkpoints/last.ckpt"
-    result = run_tool("bloodseg.export", f"ckpt_path={ckpt}", *args, f"hydra.run.dir={tmp_path / 'hydra'}")
+    result = run_tool("bloodseg.export", f"ckpt_path={ckpt}", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return load_module(ckpt), json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -167,6 +167,6 @@ def test_torchscript_export_is_self_describing_and_matches_pytorch(smoke_run, tm
 
 @pytest.mark.slow
 def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
-    result = run_cli("bloodseg.export", f"ckpt_path={tmp_path / 'x.ckpt'}", f"hydra.run.dir={tmp_path / 'h'}")
+    result = run_cli("bloodseg.export", f"ckpt_path={tmp_path / 'x.ckpt'}")
     assert result.returncode == 2 and "x.ckpt does not exist" in result.stderr
     assert "Traceback" not in result.stderr

@@ -208,7 +208,6 @@ def test_predict_cli_on_a_folder(smoke_run, tmp_path, mode):
         f"predict.mode={mode}",
         "predict.batch_size=4",
         *(["predict.pixel_size_um=0.5"] if mode == "resize" else []),
-        f"hydra.run.dir={tmp_path / 'hydra'}",
     )
     assert result.returncode == 1, result.stderr[-3000:]  # the others are written; the status names it
     assert "1 file(s) not predicted: broken.png" in result.stderr and "skipped 1" in result.stdout

@@ -132,7 +132,6 @@ def test_suggest_cli_ranks_a_folder(smoke_run, tmp_path):
         f"input={pool}",
         "n=2",
         f"output_dir={out}",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "broken.png" in result.stderr and "label these 2 next" in result.stdout

@@ -179,7 +179,6 @@ def test_ddp_on_two_cpu_processes_matches_single_process_evaluation(tmp_path):
         "bloodseg.evaluate",
         f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}",
         f"output_dir={tmp_path / 'single'}",
-        f"hydra.run.dir={tmp_path / 'h'}",
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     ddp = json.loads((run_dir / "metrics.json").read_text())
