@@ -156,9 +156,7 @@ def smoke_sized(argv: list[str], out) -> list[str]:
             args += ["loss.class_weighting=none", "optimizer.lr=1e-3"]  # one job of the grid
         return [module, *args, *TRAIN_SMOKE, f"hydra.sweep.dir={out / 'sweep'}"]
     if module == "bloodseg.bench":
-        return [module, *args, *BENCH_SMOKE, f"hydra.run.dir={out / 'hydra'}"]
-    if module in ("bloodseg.evaluate", "bloodseg.predict", "bloodseg.export", "bloodseg.suggest"):
-        return [module, *args, f"hydra.run.dir={out / 'hydra'}"]
+        return [module, *args, *BENCH_SMOKE]  # evaluate, predict, export, suggest, bench keep no Hydra folder
     return argv
 
 
