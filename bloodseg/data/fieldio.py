@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bloodseg.data.imageio import read_rgb
+from bloodseg.data.imageio import TURNED_SIDEWAYS, exif_orientation, read_rgb
 from bloodseg.errors import BloodsegError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -191,7 +191,8 @@ def probe_size(path: Path) -> tuple[int, int]:
             pass  # not a TIFF tifffile understands: PIL may still read it
     try:
         with pil_limit_lifted(), Image.open(path) as image:
-            return image.height, image.width
+            sideways = exif_orientation(image) in TURNED_SIDEWAYS  # read_rgb turns it upright
+            return (image.width, image.height) if sideways else (image.height, image.width)
     except Exception as error:
         raise BloodsegError(f"cannot read {path}: {error}; fix: re-export it as PNG or remove it") from None
 

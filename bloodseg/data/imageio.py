@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bloodseg.errors import BloodsegError
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag saying how a camera's pixels are turned for display
+TURNED_SIDEWAYS = {5, 6, 7, 8}  # orientations that swap height and width
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm")
 
 
@@ -24,7 +26,25 @@ def _open(path: Path) -> Image.Image:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BloodsegError(f"cannot read {path}: {error}; fix: re-export it as PNG or remove it") from None
-    return image
+    return upright(image)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1 = as stored; 2-8 = mirrored and/or turned for display)."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - damaged EXIF: the pixels as stored
+        return 1
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned and mirrored as its EXIF orientation says (phones and some
+    microscope cameras store the pixels sideways), so it matches a mask drawn on what was seen."""
+    if exif_orientation(image) in (0, 1):
+        return image
+    turned = ImageOps.exif_transpose(image)
+    turned.info["turned_by_exif"] = True
+    return turned
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -39,8 +59,15 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> tuple[np.ndarray, str | None]:
-    """An image file as HxWx3 uint8 RGB, and a note when it had to be converted (else None)."""
+    """An image file as HxWx3 uint8 RGB, upright as its EXIF orientation says, and a note when it had to
+    be turned or converted (else None)."""
     image = _open(path)
+    note = "turned upright as its EXIF orientation says" if image.info.get("turned_by_exif") else None
+    array, converted = _rgb(image)
+    return array, "; ".join(n for n in (note, converted) if n) or None
+
+
+def _rgb(image: Image.Image) -> tuple[np.ndarray, str | None]:
     mode = image.mode
     if mode == "RGB":
         return np.asarray(image), None

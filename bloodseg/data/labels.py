@@ -67,6 +67,10 @@ class ClassTable:
                         f"data.classes[{i}] ({name}): color must be [r, g, b] with 0..255, got {list(color)}"
                     )
             value = spec.get("value")
+            if value is not None and not 0 <= int(value) <= 255:
+                raise BloodsegError(
+                    f"data.classes[{i}] ({name}): value must be a label pixel value 0..255, got {value}"
+                )
             names.append(str(name))
             colors.append(color)
             values.append(None if value is None else int(value))

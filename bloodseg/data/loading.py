@@ -29,6 +29,7 @@ class LoadedImages:
     masks: torch.Tensor
     stray: dict[str, dict] = field(default_factory=dict)  # file name -> {"pixels", "values"}
     unlabelled_pixels: int = 0
+    label_pixels: int = 0  # label pixels at the files' own size (what the stray counts are a share of)
     overlap_pixels: int = 0  # binary masks: pixels two class masks both claim (the later class kept)
     conversions: dict[str, int] = field(default_factory=dict)
 
@@ -80,6 +81,7 @@ def load_images(pairs: list[SamplePaths], table: ClassTable, size: list[int]) ->
                 "values": encoded.stray_examples,
             }
         loaded.unlabelled_pixels += encoded.unlabelled_pixels
+        loaded.label_pixels += int(encoded.ids.size)
         loaded.overlap_pixels += encoded.overlap_pixels
         if note:
             conversions[note] += 1
@@ -87,6 +89,19 @@ def load_images(pairs: list[SamplePaths], table: ClassTable, size: list[int]) ->
     for note, count in conversions.items():
         log.info("data: %d image(s): %s", count, note)
     return loaded
+
+
+def stray_summary(stray: dict[str, dict], label_pixels: int) -> dict:
+    """Label pixels of a split that match no class (ignored): {"pixels", "share" of the split's label
+    pixels, "files", "worst": the file with the most}, for metrics.json and the result tables."""
+    total = sum(v["pixels"] for v in stray.values())
+    worst = max(stray, key=lambda name: stray[name]["pixels"]) if stray else None
+    return {
+        "pixels": total,
+        "share": total / label_pixels if label_pixels else 0.0,
+        "files": len(stray),
+        "worst": worst,
+    }
 
 
 def describe_stray(stray: dict[str, dict]) -> str | None:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from bloodseg.constants import IGNORE_INDEX
 from bloodseg.data.imageio import IMAGE_SUFFIXES, read_label, read_rgb
 from bloodseg.data.labels import ClassTable, encode_binary_masks, encode_label
-from bloodseg.data.loading import describe_stray
+from bloodseg.data.loading import describe_stray, stray_summary
 from bloodseg.data.sources import pair_by_stem
 from bloodseg.errors import BloodsegError
 from bloodseg.evaluation.artifacts import write_evaluation
@@ -114,7 +114,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
         images = {p.stem: p for p in listing(Path(cfg.image_dir).expanduser())}
     instances = settings_from_config(cfg.evaluation)
     metrics = SegmentationMetrics(k, cfg.evaluation.bf_tolerance, cfg.evaluation.semantics, instances)
-    stray, kept = {}, []
+    stray, kept, label_pixels = {}, [], 0
     for row, pair in enumerate(pairs):
         pred, _ = _index_png(pair.image, "prediction", table)
         raw, alpha = read_label(pair.label)  # decoded with data.classes exactly as training reads labels
@@ -130,6 +130,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
                 f"(ids 0..{k - 1}); fix: use the data config the predictions were made with"
             )
         truth, stray_values = decode_truth(raw, alpha, table, pair.label, binary)
+        label_pixels += int(truth.size)
         if stray_values:
             stray[pair.label.name] = stray_values
         pred_t, truth_t = torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
@@ -158,6 +159,7 @@ def evaluate_folders(cfg: DictConfig, output_dir: Path) -> dict:
             "pred_dir": str(pred_dir),
             "gt_dir": str(gt_dir),
             "stray_ground_truth_pixels": sum(v["pixels"] for v in stray.values()),
+            "stray_labels": stray_summary(stray, label_pixels),
         },
         render,
         cfg.evaluation.num_overlays,

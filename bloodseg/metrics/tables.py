@@ -206,7 +206,21 @@ def paper_tables(metrics: dict[str, Any], title: str = "test") -> str:
         lines.append(f"  {name:<{width}}{cells}")
     lines.append(rules_line(metrics))
     lines += [f"NaN: {note}" for note in metrics.get("nan_notes", [])]
+    if stray_line(metrics):
+        lines.append(stray_line(metrics))
     return "\n".join(lines)
+
+
+def stray_line(metrics: dict[str, Any]) -> str | None:
+    """The sentence under the tables saying how many label pixels matched no class and were ignored;
+    None when all did."""
+    stray = metrics.get("stray_labels") or {}
+    if not stray.get("pixels"):
+        return None
+    return (
+        f"Ignored: {stray['pixels']:,} label pixel(s), {100 * stray['share']:.2f}% of this split's, in "
+        f"{stray['files']} file(s) (most in {stray['worst']}) match no class in data.classes and are not scored"
+    )
 
 
 def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
@@ -233,6 +247,8 @@ def paper_tables_markdown(metrics: dict[str, Any], title: str = "test") -> str:
     notes = metrics.get("nan_notes", [])
     if notes:
         lines += ["", "NaN values:", ""] + [f"- {note}" for note in notes]
+    if stray_line(metrics):
+        lines += ["", stray_line(metrics)]
     if "instances" in metrics:
         lines += ["", instances_markdown(metrics["instances"]).rstrip()]
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from bloodseg.data.loading import stray_summary
 from bloodseg.evaluation.artifacts import write_evaluation
 from bloodseg.termination import stopped_by
 from bloodseg.training.job_status import write_job_status
@@ -74,6 +75,7 @@ class EvaluationArtifacts(Callback):
             "model_init": meta.get("init_source"),
             "class_weighting": meta["config"]["loss"]["class_weighting"],
             "class_weights": dict(zip(meta["class_names"], meta["class_weights"], strict=True)),
+            "stray_labels": stray_summary(loaded.stray, loaded.label_pixels),
             **self.extra,
         }
 

@@ -117,7 +117,6 @@ def main() -> None:
                 "suggest.mode=resize",
                 "suggest.device=cpu",
                 f"output_dir={where / 'suggest'}",
-                f"hydra.run.dir={where / 'suggest' / 'hydra'}",
             ],
             where / "suggest.log",
         )

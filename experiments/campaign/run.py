@@ -127,12 +127,7 @@ def bench_step(step: dict, out: Path, python: str, budget: Budget) -> None:
         raw = out / step["name"] / f"variant{number}.jsonl"
         raw.unlink(missing_ok=True)
         command = [python, "-m", "bloodseg.bench", *step["args"], *variant]
-        run(
-            [*command, f"hydra.run.dir={out / step['name'] / f'variant{number}'}"],
-            raw.with_suffix(".log"),
-            budget,
-            raw,
-        )
+        run(command, raw.with_suffix(".log"), budget, raw)
         for line in raw.read_text().splitlines():
             if line.startswith("{"):
                 lines.append(json.dumps({**json.loads(line), "overrides": variant}))
@@ -158,8 +153,7 @@ def train_step(step: dict, out: Path, python: str, budget: Budget, common: list[
             (dest / ".hydra").mkdir(parents=True, exist_ok=True)
             shutil.copy(job / ".hydra" / "overrides.yaml", dest / ".hydra")
             command = [python, "-m", "bloodseg.evaluate", f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}"]
-            logs = out / "logs" / "native" / step["name"] / job.name  # outside the scored tree
-            command += [*step["native"], f"output_dir={dest}", f"hydra.run.dir={logs}"]
+            command += [*step["native"], f"output_dir={dest}"]
             run(command, scored.with_suffix(".log"), budget)
     results = out / "results"
     run(

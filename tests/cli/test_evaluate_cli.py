@@ -193,8 +193,13 @@ def test_stray_ground_truth_values_are_ignored_and_counted(tmp_path):
     Image.fromarray(array).save(gt)
     result = run_tool(*folder_args(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["stray_ground_truth_pixels"] == 6
-    assert "s0.png" in result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["stray_ground_truth_pixels"] == 6
+    label_pixels = 2 * array.size  # two ground-truth images of the same size
+    assert metrics["stray_labels"] == {"pixels": 6, "share": 6 / label_pixels, "files": 1, "worst": "s0.png"}
+    assert "s0.png" in result.stderr  # the start-up warning, and again under the final tables:
+    line = f"Ignored: 6 label pixel(s), {100 * 6 / label_pixels:.2f}% of this split's, in 1 file(s) (most in s0.png)"
+    assert line in result.stdout and line in (tmp_path / "out" / "metrics.md").read_text()
 
 
 def test_scoring_at_another_resolution_resizes_around_the_network(smoke_run, tmp_path):

@@ -10,6 +10,7 @@ from conftest import compose_train
 
 from bloodseg.data.datamodule import BloodSmearDataModule
 from bloodseg.data.download import CELLAVISION_SHA256, download_cellavision, folder_digest
+from bloodseg.data.loading import stray_summary
 from bloodseg.errors import BloodsegError
 
 # Stray mask values per file, as found by reading the PNGs (README: ~300 px with values 2..50).
@@ -41,6 +42,18 @@ def test_stray_values_are_ignored_and_reported_per_file(cellavision, caplog):
         )  # 255 (nucleus) is a class here, so only strays are ignore
     values = torch.cat([m.flatten() for m in masks.values()]).unique().tolist()
     assert values == [0, 1, 2, 255]
+
+
+def test_each_split_reports_its_stray_share_for_the_result_tables(cellavision):
+    """The share under the final tables: a split's stray pixels over its label pixels (300x300 each)."""
+    for split in ("train", "test"):
+        loaded = cellavision.splits[split]
+        mine = {name: n for name, n in STRAY.items() if name[:3] in loaded.ids}
+        summary = stray_summary(loaded.stray, loaded.label_pixels)
+        assert loaded.label_pixels == len(loaded.ids) * 300 * 300
+        assert summary["pixels"] == sum(mine.values()) and summary["files"] == len(mine)
+        assert summary["share"] == sum(mine.values()) / (len(loaded.ids) * 300 * 300)
+        assert summary["worst"] == (max(mine, key=mine.get) if mine else None)
 
 
 def test_every_class_is_present_in_training(cellavision):

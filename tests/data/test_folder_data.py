@@ -234,6 +234,12 @@ def test_grey_labels_saved_as_rgb_match_on_value(tmp_path):
         ([{"name": "a", "value": 0}, {"name": "a", "value": 1}], "share the name"),
         ([{"name": "a", "color": [0, 0, 0]}, {"name": "b", "color": [0, 0, 0]}], "share the color"),
         ([{"name": "a", "color": [0, 0, 300]}], "0..255"),
+        ([{"name": "a", "value": 0}, {"name": "b", "value": 0}], "share the value 0"),
+        (
+            [{"name": "a", "value": 0}, {"name": "b", "value": 256}],
+            r"\(b\): value must be a label pixel value 0..255, got 256",
+        ),
+        ([{"name": "a", "value": -1}], "value must be a label pixel value 0..255, got -1"),
     ],
 )
 def test_bad_class_tables(classes, message):
@@ -257,3 +263,23 @@ def test_an_image_beyond_pils_pixel_limit_is_one_clear_error(tmp_path, monkeypat
         BloodsegError, match=r"scan.png has more pixels than this tool reads whole.*bloodseg.predict"
     ):
         read_rgb(path)
+
+
+@pytest.mark.parametrize(
+    ("orientation", "turn"), [(3, lambda a: np.rot90(a, 2)), (6, lambda a: np.rot90(a, -1)), (8, np.rot90)]
+)
+def test_an_exif_turned_image_is_read_upright_as_viewers_show_it(tmp_path, orientation, turn):
+    """Cameras store pixels sideways with an EXIF orientation; masks are drawn on what viewers show.
+    Orientation 3 = turned 180 degrees, 6 = turn 90 degrees clockwise to view, 8 = counter-clockwise."""
+    from bloodseg.data.fieldio import probe_size
+    from bloodseg.data.imageio import read_rgb
+
+    raw = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.png"  # PNG keeps the pixels exact
+    Image.fromarray(raw).save(path, exif=exif)
+    image, note = read_rgb(path)
+    np.testing.assert_array_equal(image, turn(raw))
+    assert note == "turned upright as its EXIF orientation says"
+    assert probe_size(path) == image.shape[:2]
