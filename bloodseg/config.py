@@ -202,6 +202,7 @@ class TrainerConfig:
     max_epochs: int = 100
     min_epochs: int | None = None
     max_steps: int = -1
+    max_time: str | None = None
     limit_train_batches: Any = None
     limit_val_batches: Any = None
     limit_test_batches: Any = None

@@ -135,11 +135,34 @@ def bench_step(step: dict, out: Path, python: str, budget: Budget) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
+def time_limit(step: dict, budget: Budget) -> list[str]:
+    """For a step with ``fill_budget: S``: ``trainer.max_time`` set to the budget left minus S seconds, so
+    training stops by itself and the test split is still scored; nothing without a budget."""
+    left = budget.left_s()
+    if "fill_budget" not in step or left is None:
+        return []
+    seconds = int(left - float(step["fill_budget"]))
+    if seconds < 30:
+        raise OutOfBudget
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return [f"trainer.max_time='00:{hours:02d}:{minutes:02d}:{secs:02d}'"]
+
+
 def train_step(step: dict, out: Path, python: str, budget: Budget, common: list[str]) -> None:
     """The step's multirun (resumed job by job), its native-size scores, and its aggregated results."""
     sweep = out / step["name"]
     run(
-        [python, "-m", "bloodseg.train", "-m", *step["args"], *common, f"hydra.sweep.dir={sweep}"],
+        [
+            python,
+            "-m",
+            "bloodseg.train",
+            "-m",
+            *step["args"],
+            *common,
+            *time_limit(step, budget),
+            f"hydra.sweep.dir={sweep}",
+        ],
         sweep.with_suffix(".log"),
         budget,
     )
@@ -172,6 +195,95 @@ def train_step(step: dict, out: Path, python: str, budget: Budget, common: list[
     )
 
 
+CARRY = {  # what a device call carries beside the working tree, and how to make it (README, "offline GPU host")
+    ".whl": "mkdir -p .whl && cp ../shared/wheels-gpu/*.whl .whl/",
+    ".data": "mkdir -p .data && cp -r ../shared/data/cellavision_wbc .data/",
+    ".campaign": "mkdir -p .campaign",
+}
+CARRY_LIMIT = 64 * 2**20  # bytes the device tool carries (working tree and carried paths together)
+COMMAND_LIMIT = 2000  # characters of one device command
+
+
+def device_command(profile: str, budget_minutes: float) -> str:
+    """The one shell line a device call runs: install the carried wheels beside the host's torch, run the
+    profile within the budget into /tmp/campaign (resumed from the carried .campaign state), return
+    results, logs, the state and nvidia-smi's record through $OUT."""
+    return (
+        "nvidia-smi > $OUT/nvidia-smi.txt 2>&1; "
+        "python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl"
+        " && export PYTHONPATH=$PWD:/tmp/site CELLAVISION_ROOT=$PWD/.data/cellavision_wbc"
+        " && mkdir -p /tmp/campaign && cp -r .campaign/. /tmp/campaign/"
+        f" && python3 experiments/campaign/run.py {profile} /tmp/campaign --python python3"
+        f" --budget-minutes {budget_minutes:g} --save-state $OUT/state;"
+        " cp -r /tmp/campaign/results $OUT/ 2>/dev/null; cp /tmp/campaign/*.log $OUT/ 2>/dev/null; true"
+    )
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under path (or of the file)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def working_tree_bytes() -> int:
+    """Bytes of the files git would send: tracked, and untracked ones it does not ignore."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return sum(
+        (ROOT / name).stat().st_size for name in listing.split("\0") if name and (ROOT / name).is_file()
+    )
+
+
+def dry_run(profile: str, budget_minutes: float) -> int:
+    """Print the exact device call (command, carry list, timeout) and the bytes it carries; exit 1 with
+    what to fix when a carried folder is missing, the total is over the limit or the command too long."""
+    command = device_command(profile, budget_minutes)
+    problems = []
+    sizes = {}
+    for name, make in CARRY.items():
+        path = ROOT / name
+        if not path.exists():
+            problems.append(f"{name} is missing; make it: {make}")
+        sizes[name] = tree_bytes(path) if path.exists() else 0
+    ignored = subprocess.run(["git", "check-ignore", *CARRY], cwd=ROOT, capture_output=True, text=True).stdout
+    for name in CARRY:
+        if name not in ignored.split():
+            exclude = subprocess.run(
+                ["git", "rev-parse", "--git-path", "info/exclude"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+            problems.append(
+                f"{name} is not ignored by git (it would travel twice); fix: echo /{name}/ >> {exclude}"
+            )
+    tree = working_tree_bytes() - sum(sizes[n] for n in CARRY if n not in ignored.split())
+    total = tree + sum(sizes.values())
+    if total > CARRY_LIMIT:
+        problems.append(f"{total / 2**20:.1f} MiB to carry, over the {CARRY_LIMIT / 2**20:.0f} MiB limit")
+    if len(command) > COMMAND_LIMIT:
+        problems.append(f"the command has {len(command)} characters, over {COMMAND_LIMIT}")
+    timeout = int(60 * budget_minutes) + 90  # the install and the copies back
+    print(json.dumps({"command": command, "carry": list(CARRY), "timeout_s": timeout}, indent=2))
+    print(
+        f"working tree {tree / 2**20:.1f} MiB + "
+        + " + ".join(f"{n} {b / 2**20:.1f} MiB" for n, b in sizes.items())
+    )
+    print(
+        f"total {total / 2**20:.1f} MiB of {CARRY_LIMIT / 2**20:.0f} MiB; command {len(command)} of {COMMAND_LIMIT} characters"
+    )
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(
+        "ready: pass the command, carry and timeout_s above to the device tool"
+        if not problems
+        else "not ready"
+    )
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,8 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also copy results/ and the finished-step marks here (small: what a fresh machine needs to resume)",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the device call that runs this profile (command, carry list, sizes) and check it; runs nothing",
+    )
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
+    if args.dry_run:
+        return dry_run(args.profile, args.budget_minutes or 7.5)
     steps = [s for s in profile["steps"] if args.only is None or s["name"] in args.only]
     unknown = set(args.only or []) - {s["name"] for s in profile["steps"]}
     if unknown:

@@ -3,6 +3,7 @@ time budget, and every step of the cpu and gpu profiles composing into a valid t
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT, compose_train
 
@@ -105,14 +107,81 @@ def sweep_choices(args: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*axes)]
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
-def test_every_training_job_of_a_profile_composes(profile, monkeypatch, tmp_path):
+def compose_bench(overrides: list[str]):
+    """The composed bench config for these overrides, as `python -m bloodseg.bench` would see it."""
+    from hydra import compose, initialize_config_dir
+
+    from bloodseg.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="bench", overrides=overrides)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "gpu_first"])
+def test_every_step_of_a_profile_composes(profile, monkeypatch, tmp_path):
     monkeypatch.setenv("CELLAVISION_ROOT", str(tmp_path))
     spec = yaml.safe_load((CAMPAIGN / "profiles" / f"{profile}.yaml").read_text())
     steps = [s for s in spec["steps"] if s["kind"] == "train"]
-    assert steps and any(s["kind"] == "bench" for s in spec["steps"])
+    benches = [s for s in spec["steps"] if s["kind"] == "bench"]
+    assert steps and benches
     for step in steps:
         for job in sweep_choices(step["args"]):
             overrides = [os.path.expandvars(a) for a in [*job, *spec.get("common", [])]]
             cfg = compose_train(overrides)
             assert cfg.trainer.max_epochs >= 1, (step["name"], job)
+    for step in benches:
+        for variant in step.get("variants", [[]]):
+            cfg = compose_bench([*step["args"], *variant])
+            assert cfg.bench.measurements and cfg.bench.models, (step["name"], variant)
+
+
+def load_campaign_module():
+    """experiments/campaign/run.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("campaign_run", CAMPAIGN / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_first_training_gets_the_budget_left_as_trainer_max_time():
+    """What the budget leaves, minus fill_budget seconds, becomes a max_time Hydra and Lightning read."""
+    run = load_campaign_module()
+    spec = yaml.safe_load((CAMPAIGN / "profiles" / "gpu_first.yaml").read_text())
+    step = next(s for s in spec["steps"] if "fill_budget" in s)
+    budget = run.Budget(None)
+    assert run.time_limit(step, budget) == []  # no budget: no limit
+    budget.deadline = run.time.monotonic() + 3725.5 + float(step["fill_budget"])
+    (limit,) = run.time_limit(step, budget)
+    assert limit == "trainer.max_time='00:01:02:05'"
+    assert compose_train([limit]).trainer.max_time == "00:01:02:05"
+    budget.deadline = run.time.monotonic() + float(step["fill_budget"]) + 10  # too little left to train
+    with pytest.raises(run.OutOfBudget):
+        run.time_limit(step, budget)
+
+
+@pytest.mark.slow
+def test_trainer_max_time_stops_training_and_still_scores_the_test_split(tmp_path):
+    from conftest import ONE_BATCH, SMOKE
+
+    from bloodseg.training.run import train
+
+    result = train(
+        compose_train([*SMOKE, *ONE_BATCH, "trainer.max_epochs=100000", "trainer.max_time='00:00:00:04'"]),
+        tmp_path,
+    )
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 1 <= last["epoch"] + 1 < 100000
+    assert result["metrics"] is not None and (tmp_path / "metrics.json").is_file()
+
+
+def test_the_dry_run_prints_the_device_call_and_checks_what_it_carries():
+    result = campaign("gpu_first", "/tmp/unused", "--dry-run")
+    plan = json.loads(result.stdout[: result.stdout.index("\n}") + 2])
+    assert plan["carry"] == [".whl", ".data", ".campaign"] and plan["timeout_s"] <= 600
+    assert "run.py gpu_first /tmp/campaign" in plan["command"] and "--budget-minutes 7.5" in plan["command"]
+    assert len(plan["command"]) <= 2000 and "MiB of 64 MiB" in result.stdout
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem: ")]
+    assert result.returncode == (1 if problems else 0)
+    assert ("not ready" in result.stdout) == bool(problems)
+    for line in problems:  # each names what to do
+        assert "fix: " in line or "make it: " in line or "limit" in line
