@@ -55,7 +55,7 @@ from bloodseg.inference.tiling import (
     read_fields,
     resolve_device,
 )
-from bloodseg.metrics.cells import COUNTING_NEEDS, CountSettings
+from bloodseg.metrics.cells import COUNTING_KEYS, COUNTING_NEEDS, CountSettings, resolve_count_settings
 from bloodseg.termination import exit_status_of, stopped_by
 from bloodseg.training.checkpoints import load_module
 from bloodseg.viz.pictures import cell_outlines, overlay
@@ -149,31 +149,11 @@ def check_settings(s: DictConfig) -> None:
         )
 
 
-COUNTING_KEYS = {
-    "min_cell_area": "min_area",
-    "min_distance": "min_distance",
-    "smoothing": "smoothing",
-    "max_hole_area": "max_hole_area",
-}
-
-
 def counting_settings(settings, meta: dict) -> CountSettings:
     """How cells are split: each predict.* counting key as given, else the value the checkpoint's run
     scored its cells with (evaluation.instances, tuned with the model), else the built-in default."""
     instances = (meta.get("config", {}).get("evaluation") or {}).get("instances") or {}
-    default = CountSettings()
-    chosen = {}
-    for key, field in COUNTING_KEYS.items():
-        value = getattr(settings, key, None)
-        if value is None:
-            value = instances.get(key, getattr(default, field))
-        chosen[field] = value
-    return CountSettings(
-        int(chosen["min_area"]),
-        int(chosen["min_distance"]),
-        float(chosen["smoothing"]),
-        int(chosen["max_hole_area"]),
-    )
+    return resolve_count_settings(lambda key: getattr(settings, key, None), instances)
 
 
 def predict(cfg: DictConfig, hydra_dir: Path) -> dict:

@@ -10,7 +10,9 @@ instance metrics (evaluate) both take their predicted cells from here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -28,6 +30,28 @@ class CountSettings:
     min_distance: int = 8  # two cell centres are at least this far apart
     smoothing: float = 1.0  # Gaussian sigma on the distance map before peak finding (0 = off)
     max_hole_area: int = 300  # enclosed holes up to this size belong to the cell around them
+
+
+COUNTING_KEYS = {  # config key (evaluation.instances.*, predict.*) -> CountSettings field
+    "min_cell_area": "min_area",
+    "min_distance": "min_distance",
+    "smoothing": "smoothing",
+    "max_hole_area": "max_hole_area",
+}
+
+
+def resolve_count_settings(given: Callable[[str], Any], fallback: Mapping | None = None) -> CountSettings:
+    """How cells are split: each counting key's ``given(key)`` value, else ``fallback[key]`` (the
+    evaluation.instances a checkpoint's run scored its cells with), else the CountSettings default."""
+    default = CountSettings()
+    chosen = {}
+    for key, name in COUNTING_KEYS.items():
+        value = given(key)
+        if value is None:
+            value = (fallback or {}).get(key)
+        base = getattr(default, name)
+        chosen[name] = base if value is None else type(base)(value)
+    return CountSettings(**chosen)
 
 
 def split_cells(mask: np.ndarray, settings: CountSettings = CountSettings()) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from bloodseg.metrics.cells import CountSettings
+from bloodseg.metrics.cells import CountSettings, resolve_count_settings
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 EDGE_VARIANTS = ("edge_excluded", "edge_included")
@@ -266,26 +266,11 @@ def settings_from_config(evaluation_cfg, fallback: dict | None = None) -> Instan
     spec = getattr(evaluation_cfg, "instances", None) if evaluation_cfg is not None else None
     if spec is None or not spec.enabled:
         return None
-    defaults = {
-        "min_true_area": 100,
-        "min_cell_area": 80,
-        "min_distance": 8,
-        "smoothing": 1.0,
-        "max_hole_area": 300,
-    }
-    chosen = {}
-    for key, default in defaults.items():
-        value = spec.get(key) if hasattr(spec, "get") else getattr(spec, key, None)
-        if value is None:
-            value = (fallback or {}).get(key, default)
-        chosen[key] = value
-    cells = CountSettings(
-        int(chosen["min_cell_area"]),
-        int(chosen["min_distance"]),
-        float(chosen["smoothing"]),
-        int(chosen["max_hole_area"]),
-    )
-    return InstanceSettings(int(chosen["min_true_area"]), cells)
+    given = (lambda key: spec.get(key)) if hasattr(spec, "get") else (lambda key: getattr(spec, key, None))
+    min_true_area = given("min_true_area")
+    if min_true_area is None:
+        min_true_area = (fallback or {}).get("min_true_area", InstanceSettings().min_true_area)
+    return InstanceSettings(int(min_true_area), resolve_count_settings(given, fallback))
 
 
 def per_image_columns(class_names: list[str]) -> list[str]:

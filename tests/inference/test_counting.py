@@ -151,3 +151,20 @@ def test_predict_counts_with_the_checkpoints_tuned_settings_unless_told_otherwis
     given = SimpleNamespace(min_cell_area=120, min_distance=None, smoothing=0.0, max_hole_area=0)
     assert counting_settings(given, tuned) == CountSettings(120, 30, 0.0, 0)
     assert counting_settings(unset, {"config": {}}) == CountSettings()  # a checkpoint from before the setting
+
+
+def test_evaluate_resolves_the_cell_splitting_keys_as_predict_does():
+    """One rule for both tools: the given value, else the checkpoint's evaluation.instances, else the default."""
+    from omegaconf import OmegaConf
+
+    from bloodseg.metrics.instances import InstanceSettings, settings_from_config
+
+    tuned = {"min_cell_area": 500, "min_distance": 30, "smoothing": 4.0, "min_true_area": 50}
+    evaluation = OmegaConf.create(
+        {"instances": {"enabled": True, "min_true_area": None, "min_cell_area": 120, "min_distance": None,
+                       "smoothing": 0.0, "max_hole_area": None}}
+    )  # fmt: skip
+    assert settings_from_config(evaluation, tuned) == InstanceSettings(50, CountSettings(120, 30, 0.0, 300))
+    assert settings_from_config(evaluation) == InstanceSettings(100, CountSettings(120, 8, 0.0, 300))
+    evaluation.instances.enabled = False
+    assert settings_from_config(evaluation, tuned) is None
