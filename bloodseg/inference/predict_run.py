@@ -54,6 +54,7 @@ from bloodseg.inference.tiling import (
     predict_fields,
     read_fields,
     resolve_device,
+    training_window,
 )
 from bloodseg.metrics.cells import COUNTING_KEYS, COUNTING_NEEDS, CountSettings, resolve_count_settings
 from bloodseg.termination import exit_status_of, stopped_by
@@ -206,7 +207,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
         "counting": {key: getattr(counting, field) for key, field in COUNTING_KEYS.items()},
     }
     try:
-        predict_all(run, module, files, stems, plan, tile, device)
+        predict_all(run, module, files, stems, plan, device)
     except BaseException as error:
         stop = run.stopped(error, describe, files)
         if stop is error:  # a bug: its traceback is the report
@@ -224,9 +225,7 @@ def predict(cfg: DictConfig, hydra_dir: Path) -> dict:
     return summary
 
 
-def predict_all(
-    run: PredictRun, module, files: list[Path], stems: dict, plan: FieldPlan, tile, device
-) -> None:
+def predict_all(run: PredictRun, module, files: list[Path], stems: dict, plan: FieldPlan, device) -> None:
     """Predict every file into the run's outputs, streamed fields tile by tile, the others in batches."""
     by_stem = {stem: path for path, stem in stems.items()}
     settings, skipped = run.settings, run.skipped
@@ -254,7 +253,7 @@ def predict_all(
             fields = read_fields(group, stems, plan, skipped, lambda: progress.update(1))
             finished: set[Path] = set()
             try:
-                for done in predict_fields(module, fields, tile, settings.batch_size, device):
+                for done in predict_fields(module, fields, run.window, settings.batch_size, device):
                     path = by_stem[done.name]
                     finished.add(path)
                     run.guarded(path, lambda d=done, p=path: run.finish_whole(d, p))
@@ -270,9 +269,7 @@ def predict_all(
                     len(left),
                 )
                 for path in left:
-                    run.guarded(
-                        path, lambda p=path: run.predict_alone(module, p, stems[p], plan, tile, device)
-                    )
+                    run.guarded(path, lambda p=path: run.predict_alone(module, p, stems[p], plan, device))
 
 
 class OutputsNotWritable(Exception):
@@ -294,6 +291,7 @@ class PredictRun:
         self.out_dir, self.meta, self.settings, self.counting = out_dir, meta, settings, counting
         self.skipped, self.results = skipped, results
         self.predicted_files: set[str] = set()
+        self.window = training_window(meta)  # batches hold batch_size of these in pixels
         self.progress = None
 
     def summary(self, describe: dict, files: list[Path], status: str, **why) -> dict:
@@ -404,10 +402,12 @@ class PredictRun:
                 output.unlink(missing_ok=True)
             raise
 
-    def predict_alone(self, module, path: Path, stem: str, plan: FieldPlan, tile, device) -> None:
+    def predict_alone(self, module, path: Path, stem: str, plan: FieldPlan, device) -> None:
         """Read, predict and post-process one image in batches of its own (after a shared batch failed)."""
         image, _ = read_rgb(path)
-        (done,) = predict_fields(module, [plan.field(stem, image)], tile, self.settings.batch_size, device)
+        (done,) = predict_fields(
+            module, [plan.field(stem, image)], self.window, self.settings.batch_size, device
+        )
         self.finish_whole(done, path)
 
     def stream(self, module, path: Path, stem: str, device) -> None:
@@ -435,7 +435,13 @@ class PredictRun:
             try:
                 with tqdm(total=plan.tiles, desc=stem, unit="tile", file=sys.stderr, leave=True) as bar:
                     timing = stream_field(
-                        module, reader, plan, device, s.batch_size * tile[0] * tile[1], sink, bar.update
+                        module,
+                        reader,
+                        plan,
+                        device,
+                        s.batch_size * self.window[0] * self.window[1],
+                        sink,
+                        bar.update,
                     )
                 count = reader.size[0] * reader.size[1] <= s.max_count_pixels
                 if not count:

@@ -268,16 +268,24 @@ def _score(module, batch: list[tuple[Field, int, torch.Tensor]], device: torch.d
         field_.add(index, scores)
 
 
+def training_window(meta: dict) -> tuple[int, int]:
+    """The size (H, W) of what the network saw per sample in training: the random window of a run trained
+    on crops (data.crop_size), else the training size. Batches of predict and suggest are sized by it."""
+    crop = ((meta.get("config") or {}).get("data") or {}).get("crop_size")
+    return tuple(int(v) for v in (crop or meta["image_size"]))
+
+
 def predict_fields(
-    module, fields: Iterable[Field], tile: tuple[int, int], batch_size: int, device: torch.device
+    module, fields: Iterable[Field], window: tuple[int, int], batch_size: int, device: torch.device
 ) -> Iterator[Field]:
     """Score the crops of a stream of fields in batches; yield each field once complete.
 
-    A batch holds crops of one shape and at most batch_size training-size crops' worth of pixels
-    (a whole image larger than that goes alone). Crops of consecutive images share batches, and
-    only the fields with crops in the current batch are held in memory.
+    A batch holds crops of one shape and at most batch_size training windows' worth of pixels (see
+    training_window; a whole image larger than that goes alone, so whole fields of a model trained on
+    small windows go one at a time). Crops of consecutive images share batches, and only the fields
+    with crops in the current batch are held in memory.
     """
-    budget = batch_size * tile[0] * tile[1]
+    budget = batch_size * window[0] * window[1]
     batch: list[tuple[Field, int, torch.Tensor]] = []
     waiting: list[Field] = []
 
@@ -312,7 +320,7 @@ def predict_logits(
     """Class scores (K x H x W) of one HxWx3 uint8 image, with a model from builders.load_module."""
     tile = tuple(int(v) for v in module.meta["image_size"])
     field_ = make_field("image", image, mode, tile, scale, overlap, max_whole_pixels)
-    (done,) = predict_fields(module, [field_], tile, batch_size, torch.device(device))
+    (done,) = predict_fields(module, [field_], training_window(module.meta), batch_size, torch.device(device))
     return done.logits()
 
 

@@ -40,6 +40,7 @@ from bloodseg.inference.tiling import (
     predict_fields,
     read_fields,
     resolve_device,
+    training_window,
 )
 from bloodseg.training.checkpoints import load_module
 from bloodseg.viz.pictures import heatmap, save_png
@@ -99,11 +100,12 @@ def views(fields: Iterable[Field], mirror) -> Iterator[Field]:
 
 
 def score_fields(
-    module, fields: Iterable[Field], tile: tuple[int, int], batch_size: int, device, mirror=None
+    module, fields: Iterable[Field], window: tuple[int, int], batch_size: int, device, mirror=None
 ) -> Iterator[ImageUncertainty]:
-    """The uncertainty of each field's image, in order; with mirror (name, image) -> Field, flip-averaged."""
+    """The uncertainty of each field's image, in order; with mirror (name, image) -> Field, flip-averaged.
+    Batches hold batch_size training windows' worth of pixels (tiling.training_window)."""
     held: Field | None = None
-    for done in predict_fields(module, views(fields, mirror), tile, batch_size, device):
+    for done in predict_fields(module, views(fields, mirror), window, batch_size, device):
         if mirror is None:
             yield uncertainty(done.name, done.image, [done.logits()])
         elif not flipped(done):
@@ -150,7 +152,9 @@ def suggest(cfg: DictConfig, hydra_dir: Path) -> list[dict]:
     with tqdm(total=len(files), desc="suggest", unit="image", file=sys.stderr) as progress:
         fields = read_fields(files, stems, plan, skipped, lambda: progress.update(1))
         mirror = plan.field if s.flip else None
-        for result in score_fields(module, fields, tile, s.batch_size, device, mirror):
+        for result in score_fields(
+            module, fields, training_window(module.meta), s.batch_size, device, mirror
+        ):
             rows.append({"image": by_stem[result.name].name, **result.scores})
             maps[by_stem[result.name].name] = (result.name, result.entropy_map.numpy())
             progress.update(1)
