@@ -140,7 +140,9 @@ def test_suggest_cli_ranks_a_folder(smoke_run, tmp_path):
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and scores == [float(r["entropy"]) for r in rows]
-    assert all(0 <= s <= math.log(3) for s in scores) and all(r["flip_disagreement"] for r in rows)
+    assert all(0 <= s <= math.log(3) for s in scores) and all(
+        0 <= float(r["flip_disagreement"]) <= 1 for r in rows
+    )
     top = [r["image"] for r in rows if r["suggested"] == "True"]
     assert top == [rows[0]["image"], rows[1]["image"]]
     assert (out / "suggested.txt").read_text().split() == [str(pool / name) for name in top]
