@@ -9,6 +9,7 @@ import os
 import runpy
 import subprocess
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -73,6 +74,20 @@ def run_cli(module: str, *args: str, cwd: Path = ROOT, timeout: int = 600, warni
         text=True,
         timeout=timeout,
     )
+
+
+def signal_when(child: subprocess.Popen, ready, sent: int, what: str, wait_s: float = 240) -> tuple[str, str]:
+    """Once ``ready()`` holds, send ``sent`` to the running child and return its (stdout, stderr); fails
+    when the child ended first, and never leaves it running."""
+    try:
+        deadline = time.time() + wait_s
+        while not ready() and child.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert child.poll() is None, f"{what} ended before it could be stopped"
+        child.send_signal(sent)
+        return child.communicate(timeout=120)
+    finally:
+        child.kill()
 
 
 def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import ONE_BATCH, ROOT, SMOKE, compose_train
+from conftest import ONE_BATCH, ROOT, SMOKE, compose_train, signal_when
 
 from bloodseg.training.checkpoint_io import AtomicCheckpointIO
 from bloodseg.training.factory import build_trainer
@@ -67,16 +66,8 @@ def test_a_stopped_run_says_how_to_continue_and_records_the_interruption(
         # starts it with SIGINT ignored, which a child would inherit and Python would honour)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    try:
-        ckpt = tmp_path / "checkpoints" / "last.ckpt"
-        deadline = time.time() + 240
-        while not ckpt.is_file() and child.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
-        assert child.poll() is None, "the run ended before it could be interrupted"
-        child.send_signal(sent)
-        _, stderr = child.communicate(timeout=120)
-    finally:
-        child.kill()  # never leave a 1000-epoch run behind a failed check
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    _, stderr = signal_when(child, ckpt.is_file, sent, "the run")
     assert child.returncode != 0
     if exit_status is not None:  # what shells and schedulers report for a killed job
         assert child.returncode == exit_status
@@ -118,19 +109,8 @@ def test_sigterm_stops_a_sweep_with_143_and_every_started_job_says_interrupted(t
         text=True,
     )
     started = 2 if launcher == "joblib" else 1
-    try:
-        deadline = time.time() + 300
-        while (
-            len(list(tmp_path.glob("*/checkpoints/last.ckpt"))) < started
-            and child.poll() is None
-            and time.time() < deadline
-        ):
-            time.sleep(0.1)
-        assert child.poll() is None, "the sweep ended before it could be stopped"
-        child.send_signal(signal.SIGTERM)
-        stdout, stderr = child.communicate(timeout=120)
-    finally:
-        child.kill()
+    checkpoints = lambda: len(list(tmp_path.glob("*/checkpoints/last.ckpt"))) >= started  # noqa: E731
+    stdout, stderr = signal_when(child, checkpoints, signal.SIGTERM, "the sweep", wait_s=300)
     assert child.returncode == 143, stderr[-3000:]
     assert "Traceback" not in stderr
     assert "bloodseg: sweep stopped (interrupted" in stdout

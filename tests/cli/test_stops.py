@@ -11,13 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ONE_BATCH, ROOT, SMOKE, compose_train, run_cli, run_tool
+from conftest import ONE_BATCH, ROOT, SMOKE, compose_train, run_cli, run_tool, signal_when
 from PIL import Image
 
 from bloodseg.cli import command_line_error
@@ -81,16 +80,8 @@ def test_sigterm_during_predict_leaves_complete_images_and_a_summary_that_says_i
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        deadline = time.time() + 240
-        # the second image's labels: the first one is then complete
-        while len(list(out.glob("*_labels.png"))) < 2 and child.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert child.poll() is None, "predict ended before it could be stopped"
-        child.send_signal(signal.SIGTERM)
-        _, stderr = child.communicate(timeout=120)
-    finally:
-        child.kill()
+    second = lambda: len(list(out.glob("*_labels.png"))) >= 2  # noqa: E731 - the first image is then complete
+    _, stderr = signal_when(child, second, signal.SIGTERM, "predict")
     assert child.returncode == 143, stderr[-2000:]
     assert "Traceback" not in stderr
     assert "interrupted (SIGTERM)" in stderr and "summary.json" in stderr
