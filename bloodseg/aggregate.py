@@ -1,6 +1,12 @@
 """``python -m bloodseg.aggregate MULTIRUN_DIR... --out results.json [--md tables.md]``: mean, std over seeds.
 
 How jobs are grouped and ranked, and the layout of results.json: bloodseg.sweeps.aggregate.
+
+A job with a damaged file (truncated or empty ``metrics.json``, a ``job_status.json`` that is not a JSON
+object, an ``overrides.yaml`` that is not a YAML list, ...) is listed as unreadable with the file and the
+reason (results.json ``unreadable``, the tables, stderr) and left out: the means and standard deviations
+are over the jobs read, and the output says N of M. Exit status 0 when at least one job was read (1 with
+``--strict`` when any job is unreadable, after writing the files), 2 when none could be.
 """
 
 from __future__ import annotations
@@ -26,8 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("multirun_dirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="results.json to write")
     parser.add_argument("--md", type=Path, help="also write the tables (mean ± std over seeds) as markdown")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit status 1 when any job is unreadable (a damaged metrics.json, job_status.json or "
+        "overrides.yaml), after writing the results of the others; without it such jobs are listed and "
+        "the exit status is 0",
+    )
     args = parser.parse_args(key_value_options(sys.argv[1:] if argv is None else argv, OPTIONS))
-    return write_aggregate(args.multirun_dirs, args.out, args.md)
+    return write_aggregate(args.multirun_dirs, args.out, args.md, args.strict)
 
 
 if __name__ == "__main__":

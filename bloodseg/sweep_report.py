@@ -7,6 +7,12 @@ plus ``sweep_heatmap.png`` (test mean IoU) when exactly two keys vary. Jobs are 
 validation mean IoU when every scored job has one (the test split then plays no part in the choice),
 else by test mean IoU, and the summary says which. Jobs without metrics are listed as failed or
 incomplete, never dropped.
+
+A job with a damaged file (truncated or empty ``metrics.json``, a ``job_status.json`` that is not a JSON
+object, an ``overrides.yaml`` that is not a YAML list, ...) is listed as unreadable with the file and the
+reason, in the summary and on stderr, and left out of the ranking; the others are reported as usual and
+the summary says how many jobs were read. Exit status 0 when at least one job was read (1 with
+``--strict`` when any job is unreadable, after writing the summary), 2 when none could be.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import sys
 from pathlib import Path
 
 from bloodseg.cli import key_value_options
-from bloodseg.sweeps.results import is_multirun_dir, not_a_multirun_message, write_sweep_summary
+from bloodseg.sweeps.results import sweep_report_command
 
 OPTIONS = ("out",)  # also accepted as key=value (out=FILE)
 
@@ -35,19 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write the summary (default: the multirun dir)"
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit status 1 when any job is unreadable (a damaged metrics.json, job_status.json or "
+        "overrides.yaml), after writing the summary of the others; without it such jobs are listed and "
+        "the exit status is 0",
+    )
     args = parser.parse_args(key_value_options(sys.argv[1:] if argv is None else argv, OPTIONS))
-    if not args.multirun_dir.is_dir() or not is_multirun_dir(args.multirun_dir):
-        print(f"error: {not_a_multirun_message(args.multirun_dir)}", file=sys.stderr)
-        return 2
-    try:
-        paths = write_sweep_summary(args.multirun_dir, args.out)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(paths["md"].read_text())
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
-    return 0
+    return sweep_report_command(args.multirun_dir, args.out, args.strict)
 
 
 if __name__ == "__main__":

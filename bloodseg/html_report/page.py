@@ -7,7 +7,9 @@ config, and where the files and the W&B run are. A sweep's report: one table of 
 overrides, every dataset metric, a link to each job's section), parallel coordinates of the swept keys
 against the score, the heatmap (two swept keys) or a sorted dot chart with error bars (one key), small
 multiples of every job's curves, then each job's own section. Every figure is an embedded PNG and the
-style sheet is inline: the file opens in any browser without a network.
+style sheet is inline: the file opens in any browser without a network. A damaged job file is named in
+the page (see sweep_section / run_section) and returned by render_checked; the page is written all or
+nothing (bloodseg.files).
 """
 
 import datetime
@@ -17,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from bloodseg.files import write_text_atomically
 from bloodseg.html_report.run_section import run_context
 from bloodseg.html_report.sweep_section import sweep_context
 from bloodseg.sweeps.results import is_multirun_dir
@@ -41,35 +44,42 @@ def environment() -> Environment:
 
 
 # ---- the document -------------------------------------------------------------------------------------
-def render(path: Path) -> str:
-    """The report of a run directory or multirun directory, as one HTML document."""
+def render_checked(path: Path) -> tuple[str, list[str], int | None]:
+    """The report of a run directory or multirun directory as one HTML document, with one line per
+    unreadable job (or the run's damaged files) and how many jobs there are (None for a run). Raises
+    FileNotFoundError for something else and NoReadableJob for a sweep of which no job could be read."""
     path = Path(path)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     template = environment().get_template("report.html.j2")
     if is_multirun_dir(path):
-        return template.render(
-            kind="sweep",
-            path=str(path.resolve()),
-            name=path.name,
-            stamp=stamp,
-            sweep=sweep_context(path),
-            run=None,
+        sweep = sweep_context(path)
+        document = template.render(
+            kind="sweep", path=str(path.resolve()), name=path.name, stamp=stamp, sweep=sweep, run=None
         )
+        return document, sweep["unreadable"], sweep["counts"]["jobs"]
     if not any((path / name).exists() for name in ("metrics.json", "csv", ".hydra")):
         raise FileNotFoundError(f"{path} is neither a bloodseg run directory nor a multirun directory")
-    return template.render(
-        kind="run",
-        path=str(path.resolve()),
-        name=path.name,
-        stamp=stamp,
-        sweep=None,
-        run=run_context(path, "run", path.name),
+    run = run_context(path, "run", path.name)
+    document = template.render(
+        kind="run", path=str(path.resolve()), name=path.name, stamp=stamp, sweep=None, run=run
     )
+    return document, [f"run {path.name}: {'; '.join(run['unreadable'])}"] if run["unreadable"] else [], None
+
+
+def render(path: Path) -> str:
+    """The report of a run directory or multirun directory, as one HTML document."""
+    return render_checked(path)[0]
+
+
+def write_report_checked(path: Path, out: Path | None = None) -> tuple[Path, list[str], int | None]:
+    """Write report.html (default: inside ``path``) all or nothing; return its path, the unreadable lines
+    and the number of jobs (render_checked)."""
+    out = Path(out) if out else Path(path) / "report.html"
+    document, unreadable, total = render_checked(Path(path))
+    write_text_atomically(out, document)
+    return out, unreadable, total
 
 
 def write_report(path: Path, out: Path | None = None) -> Path:
     """Write report.html (default: inside ``path``) and return its path."""
-    out = Path(out) if out else Path(path) / "report.html"
-    document = render(Path(path))
-    out.write_text(document, encoding="utf-8")
-    return out
+    return write_report_checked(path, out)[0]

@@ -1,13 +1,16 @@
 """What the HTML report shows of one run directory: curves, Tables 1 and 2, Figures 4 to 7, the config,
-the failure (if any), the files and the W&B run; a dict per run for templates/report.html.j2."""
+the failure (if any), the files and the W&B run; a dict per run for templates/report.html.j2.
+
+A damaged ``metrics.json`` or ``job_status.json`` (bloodseg.sweeps.results.read_job) is shown as the run's
+failure banner naming the file and why, and its content is not used."""
 
 from __future__ import annotations
 
 import base64
 import csv
-import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import yaml
 
 from bloodseg.data.labels import FALLBACK_COLORS
 from bloodseg.metrics.tables import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS, rules_line
+from bloodseg.sweeps.results import UnreadableFile, read_metrics_file, read_status_file
 from bloodseg.tracking.csv_log import Series, read_curves
 from bloodseg.viz.curves import per_class_curves_png, summary_curves_png
 from bloodseg.viz.paper import FIGURE4, FIGURE5, UNLABELLED_COLOR, hex_color
@@ -56,14 +60,6 @@ def figure(png: bytes | None, alt: str, caption: str = "", css: str = "", legend
     )
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, None when missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 # ---- one run ------------------------------------------------------------------------------------------
 def run_config(run_dir: Path) -> dict[str, Any]:
     """The run's .hydra/config.yaml ({} when missing)."""
@@ -84,9 +80,23 @@ def class_legend(cfg: dict[str, Any], names: list[str]) -> list[dict[str, str]]:
     return items
 
 
-def failure_of(run_dir: Path) -> dict[str, str] | None:
-    """{"status", "error", "traceback"} of a failed or interrupted run (job_status.json), else None."""
-    status = read_json(Path(run_dir) / "job_status.json") or {}
+def read_checked(reader: Callable[[Path], Any], path: Path, problems: list[str]) -> Any:
+    """``reader(path)``; None when the file is missing, and None with the reason (``<file> unreadable:
+    <path>: <why>``) appended to ``problems`` when it is damaged."""
+    if not Path(path).exists():
+        return None
+    try:
+        return reader(Path(path))
+    except UnreadableFile as error:
+        problems.append(str(error))
+        return None
+
+
+def failure_of(run_dir: Path, status: dict[str, Any] | None = None) -> dict[str, str] | None:
+    """{"status", "error", "traceback"} of a failed or interrupted run (its job_status.json, or ``status``
+    when already read), else None; a damaged job_status.json counts as none (see with_damage)."""
+    if status is None:
+        status = read_checked(read_status_file, Path(run_dir) / "job_status.json", []) or {}
     if status.get("status") in ("failed", "interrupted"):
         return {
             "status": "failed" if status["status"] == "failed" else "was interrupted",
@@ -94,6 +104,15 @@ def failure_of(run_dir: Path) -> dict[str, str] | None:
             "traceback": status.get("traceback", ""),
         }
     return None
+
+
+def with_damage(failure: dict[str, str] | None, problems: list[str]) -> dict[str, str] | None:
+    """The run's failure banner with its damaged files added (``has a damaged file`` when it did not fail)."""
+    if not problems:
+        return failure
+    if failure is None:
+        return {"status": "has a damaged file", "error": "; ".join(problems), "traceback": ""}
+    return {**failure, "error": "; ".join([failure["error"], *problems])}
 
 
 def read_per_image(run_dir: Path) -> tuple[list[str], list[list[str]]]:
@@ -148,11 +167,21 @@ def wandb_dirs(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def run_context(
-    run_dir: Path, anchor: str, title: str, note: str = "", series: Series | None = None
+    run_dir: Path,
+    anchor: str,
+    title: str,
+    note: str = "",
+    series: Series | None = None,
+    damaged: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Everything the template shows of one run directory; ``series``: its curves when already read."""
+    """Everything the template shows of one run directory; ``series``: its curves when already read;
+    ``damaged``: its damaged files when the caller read them (else found here: metrics.json and
+    job_status.json), listed under "unreadable" and in the failure banner."""
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
+    problems: list[str] = []
+    metrics = read_checked(read_metrics_file, run_dir / "metrics.json", problems)
+    status = read_checked(read_status_file, run_dir / "job_status.json", problems) or {}
+    problems = problems if damaged is None else damaged
     cfg = run_config(run_dir)
     series = read_curves(run_dir) if series is None else series
     names = (
@@ -179,7 +208,8 @@ def run_context(
         "title": title,
         "note": note,
         "path": str(run_dir.resolve()),
-        "failure": failure_of(run_dir),
+        "failure": with_damage(failure_of(run_dir, status), problems),
+        "unreadable": problems,
         "curves": figure(
             summary_curves_png(series),
             "training curves",

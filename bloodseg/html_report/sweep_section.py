@@ -1,5 +1,9 @@
 """What the HTML report shows of a sweep: the linked job table, the comparison figures, every job's curves
-and a section per job (bloodseg.html_report.run_section); a dict for templates/report.html.j2."""
+and a section per job (bloodseg.html_report.run_section); a dict for templates/report.html.j2.
+
+An unreadable job (a damaged file, bloodseg.sweeps.results.read_job) is a row whose status names the file
+and why, listed in the banner, with its section's failure banner saying the same; it takes no part in the
+ranking or the figures, and the table's note says how many of the jobs were read."""
 
 from __future__ import annotations
 
@@ -11,10 +15,16 @@ from bloodseg.metrics.tables import DATASET_KEYS, DATASET_LABELS
 from bloodseg.sweeps.figures import comparison_plan, dot_chart_png, heatmap_png, parallel_coordinates_png
 from bloodseg.sweeps.results import (
     RANKING_TEXT,
+    NoReadableJob,
     class_names,
     collect_jobs,
+    no_readable_job_message,
     ranked_jobs,
     ranking_split,
+    read_count_text,
+    readable,
+    status_text,
+    unreadable_lines,
     varying_keys,
 )
 from bloodseg.tracking.csv_log import read_curves
@@ -27,13 +37,18 @@ def job_anchor(job_dir: Path) -> str:
 
 
 def job_label(job, keys: list[str]) -> str:
-    """A job named by its varying overrides (its folder name when nothing varies)."""
+    """A job named by its varying overrides (its folder name when nothing varies or they are unknown)."""
+    if not job.overrides_known:
+        return job.path.name
     return " ".join(f"{k}={job.overrides.get(k)}" for k in keys) or job.path.name
 
 
 def sweep_context(multirun_dir: Path) -> dict[str, Any]:
-    """The sweep table, comparison figures, every job's curves and every job's section."""
+    """The sweep table, comparison figures, every job's curves and every job's section; "unreadable": one
+    line per unreadable job. Raises NoReadableJob when no job could be read."""
     jobs = collect_jobs(multirun_dir)
+    if jobs and not readable(jobs):
+        raise NoReadableJob(no_readable_job_message(jobs, str(multirun_dir)))
     keys = varying_keys(jobs)
     split = ranking_split(jobs)
     ordered = ranked_jobs(jobs, split)
@@ -59,13 +74,13 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
                     *[fmt(dataset.get(k)) for k in DATASET_KEYS],
                     *[fmt(job.class_iou.get(c)) for c in classes],
                 ],
-                "status": job.status,
-                "error": job.error,
+                "status": status_text(job) if job.unreadable else job.status,
+                "error": None if job.unreadable else job.error,
                 "best": rank == 0 and job.metrics is not None,
                 "failed": job.metrics is None,
             }
         )
-    common = sorted({f"{k}={v}" for job in jobs for k, v in job.overrides.items() if k not in keys})
+    common = sorted({f"{k}={v}" for job in readable(jobs) for k, v in job.overrides.items() if k not in keys})
     figures = [
         figure(
             parallel_coordinates_png(jobs, keys, split),
@@ -100,8 +115,14 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
         "rows": rows,
         "keys": keys,
         "common": " ".join(common) or "none",
-        "ranking": RANKING_TEXT[split],
-        "counts": {"jobs": len(jobs), "done": sum(1 for j in jobs if j.metrics is not None)},
+        "ranking": (read_count_text(jobs) + " " if len(readable(jobs)) < len(jobs) else "")
+        + RANKING_TEXT[split],
+        "counts": {
+            "jobs": len(jobs),
+            "read": len(readable(jobs)),
+            "done": sum(1 for j in jobs if j.metrics is not None),
+        },
+        "unreadable": unreadable_lines(jobs),
         "failed": [row for row in rows if row["failed"]],
         "figures": [f for f in figures if f],
         "curves": figure(
@@ -116,6 +137,7 @@ def sweep_context(multirun_dir: Path) -> dict[str, Any]:
                 f"Job {j.path.name}: {job_label(j, keys)}",
                 str(j.path.resolve()),
                 curves[j.path],
+                damaged=j.problems,
             )
             for j in ordered
         ],

@@ -10,7 +10,12 @@ configuration has one (jobs trained with data.val_fraction > 0), else highest te
 
     {"ranked_by": ..., "best": {...}, "runs": [{"experiment", "overrides", "command", "seeds", "num_jobs",
         "dataset": {...}, "dataset_std": {...}, "validation": {...}, "validation_std": {...},
-        "classes": {...}}, ...]}
+        "classes": {...}}, ...], "jobs_total": M, "jobs_read": N,
+        "unreadable": [{"job": "<job dir>", "problems": ["metrics.json unreadable: <path>: <why>", ...]}]}
+
+A job with a damaged file (bloodseg.sweeps.results.read_job) is unreadable: it is listed under
+``unreadable`` and left out of every configuration, so the means and standard deviations are over the
+jobs that were read; the tables then open with "N of M jobs read". Files are written all or nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +25,17 @@ import statistics
 import sys
 from pathlib import Path
 
+from bloodseg.files import write_text_atomically
 from bloodseg.metrics.tables import CLASS_KEYS, CLASS_LABELS, DATASET_KEYS, DATASET_LABELS
-from bloodseg.sweeps.results import JobRecord, collect_jobs, split_to_rank_on
+from bloodseg.sweeps.results import (
+    JobRecord,
+    collect_jobs,
+    no_readable_job_message,
+    readable,
+    report_unreadable,
+    split_to_rank_on,
+    unreadable_lines,
+)
 
 IGNORED_KEYS = ("seed", "hydra.sweep.dir", "hydra.run.dir")
 
@@ -70,18 +84,35 @@ def configuration(jobs: list[JobRecord]) -> dict:
     return entry
 
 
-def aggregate(multirun_dirs: list[Path]) -> dict:
-    """Configurations (jobs grouped by overrides without seed) of all multirun dirs, and the best one."""
+def collect_all(multirun_dirs: list[Path]) -> list[JobRecord]:
+    """The jobs of every multirun dir, in order (unreadable ones included)."""
+    return [job for directory in multirun_dirs for job in collect_jobs(Path(directory))]
+
+
+def aggregate_jobs(jobs: list[JobRecord]) -> dict:
+    """Configurations of the readable jobs (grouped by overrides without seed), the best one, and how many
+    jobs were read, with the unreadable ones and their damaged files."""
     groups: dict[tuple, list[JobRecord]] = {}
-    for directory in multirun_dirs:
-        for job in collect_jobs(Path(directory)):
-            key = tuple(sorted((k, v) for k, v in job.overrides.items() if k not in IGNORED_KEYS))
-            groups.setdefault(key, []).append(job)
-    runs = [configuration(jobs) for jobs in groups.values()]
+    for job in readable(jobs):
+        key = tuple(sorted((k, v) for k, v in job.overrides.items() if k not in IGNORED_KEYS))
+        groups.setdefault(key, []).append(job)
+    runs = [configuration(group) for group in groups.values()]
     ranked_by = ranking_key(runs)
     scored = [run for run in runs if rank_value(run, ranked_by) is not None]
     best = max(scored, key=lambda run: rank_value(run, ranked_by)) if scored else None
-    return {"ranked_by": ranked_by, "best": best, "runs": runs}
+    return {
+        "ranked_by": ranked_by,
+        "best": best,
+        "runs": runs,
+        "jobs_total": len(jobs),
+        "jobs_read": len(readable(jobs)),
+        "unreadable": [{"job": str(job.path), "problems": job.problems} for job in jobs if job.unreadable],
+    }
+
+
+def aggregate(multirun_dirs: list[Path]) -> dict:
+    """Configurations (jobs grouped by overrides without seed) of all multirun dirs, and the best one."""
+    return aggregate_jobs(collect_all(multirun_dirs))
 
 
 def ranking_key(runs: list[dict]) -> str:
@@ -117,7 +148,17 @@ def results_markdown(results: dict) -> str:
 
     runs = sorted(results["runs"], key=order)
     common = set.intersection(*(set(run["overrides"]) for run in runs)) if len(runs) > 1 else set()
-    lines = [f"Overrides of every configuration: `{' '.join(sorted(common))}`", ""] if common else []
+    unreadable = results.get("unreadable") or []
+    lines = (
+        [
+            f"**{results['jobs_read']} of {results['jobs_total']} jobs read**; {len(unreadable)} unreadable "
+            "(a damaged file), left out of every mean and listed at the end.",
+            "",
+        ]
+        if unreadable
+        else []
+    )
+    lines += [f"Overrides of every configuration: `{' '.join(sorted(common))}`", ""] if common else []
     lines += [
         f"Ranked by {'validation' if by_val else 'TEST'} mean IoU (`{ranked_by}`), best first"
         + (
@@ -151,28 +192,33 @@ def results_markdown(results: dict) -> str:
         for name, values in best["classes"].items():
             cells = [_mean_pm_std(values.get(key), values.get(f"{key}_std")) for key in CLASS_KEYS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if unreadable:
+        lines += ["", "Unreadable jobs (left out of every mean):", ""]
+        lines += [f"- job {Path(j['job']).name}: {'; '.join(j['problems'])}" for j in unreadable]
     return "\n".join(lines) + "\n"
 
 
-def write_new_file(path: Path, text: str) -> None:
-    """Write text to path, creating its missing parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def write_aggregate(multirun_dirs: list[Path], out: Path, md: Path | None) -> int:
-    """The aggregate command after its arguments: results.json at ``out`` (and the tables at ``md``);
-    returns the exit status (2, with one line on stderr, for a missing folder or an unwritable file)."""
+def write_aggregate(multirun_dirs: list[Path], out: Path, md: Path | None, strict: bool = False) -> int:
+    """The aggregate command after its arguments: results.json at ``out`` (and the tables at ``md``), each
+    written all or nothing; returns the exit status: 2, with one line on stderr, for a missing folder, an
+    unwritable file or no readable job; else 0, or 1 with ``strict`` when a job was unreadable."""
     missing = [str(d) for d in multirun_dirs if not d.is_dir()]
     if missing:
         print(f"error: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    results = aggregate(multirun_dirs)
+    jobs = collect_all(multirun_dirs)
+    if jobs and not readable(jobs):
+        print(f"error: {no_readable_job_message(jobs, ', '.join(map(str, multirun_dirs)))}", file=sys.stderr)
+        return 2
+    results = aggregate_jobs(jobs)
     try:
-        write_new_file(out, json.dumps(results, indent=2) + "\n")
-        print(f"{len(results['runs'])} configurations -> {out}")
+        write_text_atomically(out, json.dumps(results, indent=2) + "\n")
+        print(
+            f"{len(results['runs'])} configurations from {results['jobs_read']} of "
+            f"{results['jobs_total']} jobs read -> {out}"
+        )
         if md:
-            write_new_file(md, results_markdown(results))
+            write_text_atomically(md, results_markdown(results))
             print(f"tables -> {md}")
     except OSError as error:
         print(
@@ -180,4 +226,4 @@ def write_aggregate(multirun_dirs: list[Path], out: Path, md: Path | None) -> in
             file=sys.stderr,
         )
         return 2
-    return 0
+    return report_unreadable(unreadable_lines(jobs), len(jobs), strict)

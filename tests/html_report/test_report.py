@@ -168,7 +168,7 @@ def test_two_swept_keys_get_the_sweep_heatmap_and_failed_jobs_a_banner(sweep, tm
         '{"status": "failed", "error": "RuntimeError: diverged <nan>"}'
     )
     text, page = parse_report(write_report(grid))
-    assert "banner" in page.classes and "1 of 2 jobs failed or are incomplete" in text
+    assert "banner" in page.classes and "1 of 2 jobs failed, are incomplete or unreadable" in text
     assert "RuntimeError: diverged &lt;nan&gt;" in text and "This job failed" in text
 
 
@@ -217,3 +217,51 @@ def test_seeds_become_error_bars_of_the_other_key(tmp_path):
     assert "dot chart optimizer.lr" in alts and "sweep heatmap" not in alts and "parallel coordinates" in alts
     for job in ("0", "1", "2"):
         assert f'<a href="#job-{job}">{job}</a>' in text and f"job-{job}" in page.sections
+
+
+def test_a_sweep_with_damaged_job_files_reports_the_good_jobs_and_names_each_file(tmp_path, capsys):
+    """One damaged file of each kind (tests/sweeps/test_unreadable_jobs.py): the page ranks the good jobs,
+    names every damaged file in the banner, the table and the job's section; --strict exits 1."""
+    from sweeps.test_unreadable_jobs import DAMAGED, damaged_sweep, expected_lines
+
+    from bloodseg.report import main as report
+
+    sweep = damaged_sweep(tmp_path / "sweep")
+    assert report([str(sweep)]) == 0
+    err = capsys.readouterr().err
+    text, page = parse_report(sweep / "report.html")
+    assert_self_contained(text, page)  # the unreadable jobs' rows link to their own sections too
+    words = "".join(page.text)
+    total = 4 + len(DAMAGED)
+    assert f"{len(DAMAGED)} of {total} jobs failed, are incomplete or unreadable" in words
+    assert f"4 of {total} jobs read; {len(DAMAGED)} unreadable" in words
+    for line in expected_lines(sweep):
+        number, problem = line.split(": ", 1)
+        assert f"{number}: {problem}" in words, line  # the banner
+        assert words.count(problem) == 3, line  # the banner, its table row and its section's banner
+        assert line in err
+    assert f"job-{next(iter(DAMAGED))}" in page.sections
+    rows = [row for row in text.split("<tr") if 'href="#job-' in row and "<td>" in row]
+    assert 'href="#job-3"' in rows[0] and "<td>0.84000</td>" in rows[0]  # best: the good job, not a 0.99
+    assert [r for r in rows if "<td>0.99000</td>" in r] == []  # no damaged job's number is shown
+    assert "Traceback" not in err
+    assert report([str(sweep), "--strict", f"out={tmp_path / 'strict.html'}"]) == 1
+    assert "0.84000" in (tmp_path / "strict.html").read_text()
+
+
+def test_report_of_a_run_with_a_damaged_metrics_json_names_it(tmp_path, capsys):
+    from bloodseg.report import main as report
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(
+        '[{"dataset": {}}]'
+    )  # a list: used to stop the report with a TypeError
+    assert report([str(run_dir)]) == 0
+    text, page = parse_report(run_dir / "report.html")
+    assert "banner" in page.classes and "This run has a damaged file" in text
+    assert f"metrics.json unreadable: {run_dir / 'metrics.json'}: a list, not a JSON object" in "".join(
+        page.text
+    )
+    assert "a list, not a JSON object" in capsys.readouterr().err
+    assert report([str(run_dir), "--strict"]) == 1
