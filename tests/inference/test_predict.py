@@ -174,12 +174,24 @@ def test_labels_come_back_at_the_input_size(local_model, mode, scale, size):
     assert labels.shape == size and labels.dtype == np.uint8 and labels.max() < 3
 
 
-def test_scaling_matches_predicting_the_resampled_image(local_model):
+def test_scaling_matches_predicting_the_resampled_image(colour_model):
+    """predict.scale=0.5 scores what the network gives on the half-size image (up to resampling): its
+    scores, sampled back on the half grid, stay within 0.03 on average (0.2 at the 99th percentile) of the
+    direct ones, where ignoring the scale (the full-size image) misses by 0.06 on average, 0.44 at p99."""
     image, _, _ = generate_smear(2, 256, 384)
     half = np.asarray(Image.fromarray(image).resize((192, 128), Image.BILINEAR))
-    scaled = predict_image(local_model, image, PredictMode.tile, scale=0.5)
-    direct = predict_image(local_model, half, PredictMode.tile)
-    assert (scaled[::2, ::2] == direct).mean() > 0.9  # same decisions, up to resampling at the edges
+    direct = predict_logits(colour_model, half, PredictMode.tile)
+
+    def distance(scores):  # on the half-size grid
+        gap = (scores[:, ::2, ::2] - direct).abs()
+        return float(gap.mean()), float(gap.flatten().quantile(0.99))
+
+    scaled = predict_logits(colour_model, image, PredictMode.tile, scale=0.5)
+    assert scaled.shape[1:] == image.shape[:2]
+    mean, p99 = distance(scaled)
+    assert mean < 0.03 and p99 < 0.2
+    unscaled_mean, unscaled_p99 = distance(predict_logits(colour_model, image, PredictMode.tile))
+    assert unscaled_mean > 2 * mean and unscaled_p99 > 2 * p99  # the measure tells a scale from none
 
 
 def test_batches_across_images_give_the_same_labels(local_model):
