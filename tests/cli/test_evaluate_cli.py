@@ -315,6 +315,30 @@ def test_folder_mode_honours_allow_unpaired_as_its_error_suggests(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["num_images"] == 1
 
 
+def hand_flip_averaged_confusion(run_dir) -> np.ndarray:
+    """The test split's confusion counts with each image's class probabilities averaged by hand over
+    the identity, horizontal, vertical and double flip (labelled pixels only)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from bloodseg.data.datamodule import BloodSmearDataModule
+    from bloodseg.training.checkpoints import load_module
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    data = BloodSmearDataModule(cfg.data, seed=cfg.seed)
+    data.setup()
+    test = data.splits["test"]
+    module = load_module(run_dir / "checkpoints" / "last.ckpt").eval()
+    k = len(module.meta["class_names"])
+    with torch.inference_mode():
+        probabilities = module(test.images).softmax(1)
+        for dims in ((-1,), (-2,), (-2, -1)):  # the image's last two axes are its rows and columns
+            probabilities += module(test.images.flip(dims)).softmax(1).flip(dims)
+    predicted, truth = probabilities.argmax(1).numpy(), test.masks.numpy().astype(np.int64)
+    labelled = truth < k
+    return np.bincount(truth[labelled] * k + predicted[labelled], minlength=k * k).reshape(k, k)
+
+
 def test_checkpoint_evaluation_with_test_time_augmentation(smoke_run, tmp_path):
     """evaluation.tta scores every image with its flipped views and says so in metrics.json."""
     run_dir, _ = smoke_run
@@ -323,7 +347,11 @@ def test_checkpoint_evaluation_with_test_time_augmentation(smoke_run, tmp_path):
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     assert trained["test_time_augmentation"] == "none" and evaluated["test_time_augmentation"] == "flip"
     counts = np.array(evaluated["confusion_matrix"]["counts"])
-    assert counts.sum() == np.array(trained["confusion_matrix"]["counts"]).sum()
+    plain = np.array(trained["confusion_matrix"]["counts"])
+    assert counts.sum() == plain.sum()
+    expected = hand_flip_averaged_confusion(run_dir)  # softmax averaged over the 4 flips, written here
+    assert np.abs(counts - expected).sum() <= 4  # a near-tie pixel or two may fall the other way
+    assert np.abs(plain - expected).sum() > 4 * np.abs(counts - expected).sum() + 4  # TTA changed them
     wrong = run_tool(
         "bloodseg.evaluate", f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}", "evaluation.tta=rot"
     )
