@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -79,6 +81,34 @@ def assert_self_contained(text: str, page: Page) -> None:
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
 
 
+def table_rows(html: str) -> list[list[str]]:
+    """The cells of every row of the first HTML table in ``html``, tags stripped."""
+    table = html[: html.index("</table>")]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r, re.S)]
+        for r in rows
+    ]
+
+
+def assert_tables_show(text: str, metrics: dict) -> None:
+    """The page's Tables 1 and 2 hold metrics.json's numbers (to their 5 printed decimals), every one."""
+
+    def same(cell: str, value) -> bool:
+        return cell == "n/a" if value is None else abs(float(cell) - value) <= 5e-6
+
+    table1 = {row[0]: row[1] for row in table_rows(text[text.index("Table 1. Semantic") :])[1:]}
+    keys = ["global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score", "mean_dice"]
+    shown = list(table1.values())
+    assert len(shown) == len(keys)
+    assert all(same(cell, metrics["dataset"][key]) for cell, key in zip(shown, keys, strict=True)), table1
+    table2 = {row[0]: row[1:] for row in table_rows(text[text.index("Table 2. Class") :])[1:]}
+    assert list(table2) == list(metrics["classes"])
+    for name, cells in table2.items():  # columns as the paper's Table 2, then Dice
+        values = [metrics["classes"][name][key] for key in ("accuracy", "iou", "dice", "mean_bf_score")]
+        assert len(cells) == len(values) and all(map(same, cells, values)), (name, cells, values)
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     return run_smoke_sweep(tmp_path_factory)
@@ -127,6 +157,7 @@ def test_report_of_a_run(smoke_run):
     assert text.count("unlabelled (image shows through)") == legends and text.count(">wbc</span>") == legends
     for words in ("Table 1. Semantic segmentation metrics", "Table 2. Class metrics", "Mean BF Score", "wbc"):
         assert words in text
+    assert_tables_show(text, json.loads((run_dir / "metrics.json").read_text()))
     assert "Dice" in text and "Rules: evaluation.semantics=matlab_current" in text
     assert "Full config (.hydra/config.yaml)" in text and "class_weighting: median_frequency" in text
     assert "wandb sync" in text and "wandb leet" in text  # how to view and upload the offline W&B run
