@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 
 import pytest
@@ -43,10 +44,51 @@ def resolved(overrides: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
+def plain_values(option_file, prefix=()) -> dict[tuple, object]:
+    """Every leaf value an option file sets itself (no interpolation), by its key path."""
+    text = OmegaConf.load(option_file)
+    leaves = {}
+
+    def walk(node, path):
+        for key in node:
+            if key == "defaults" or OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+                continue
+            if OmegaConf.is_dict(node[key]):
+                walk(node[key], (*path, key))
+            else:
+                leaves[(*path, key)] = OmegaConf.to_container(node, resolve=False)[key]
+
+    walk(text, prefix)
+    return leaves
+
+
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_group_option_composes_and_resolves(group, option):
-    container = resolved([f"{group}={option}", *EXTRA.get(f"{group}/{option}", [])])
-    assert container[group] is not None
+    """The option composes, resolves, and what it sets is what the run gets (unless EXTRA overrides it)."""
+    extra = EXTRA.get(f"{group}/{option}", [])
+    container = resolved([f"{group}={option}", *extra])
+    given = {tuple(arg.split("=", 1)[0].split(".")) for arg in extra}
+    leaves = plain_values(CONF_DIR / group / f"{option}.yaml", (group,))
+    assert leaves or option == "none", f"{group}/{option} sets nothing"
+    for path, value in leaves.items():
+        if path in given or path[0].startswith("hydra"):
+            continue
+        got = container
+        for key in path:
+            got = got[key]
+        assert matches(got, value), (path, got, value)
+
+
+def matches(got, value) -> bool:
+    """Whether the composed ``got`` holds what the option file wrote (``value``): the same leaves, enums
+    by their value, and the keys the file gives of each mapping (a schema may add its defaults)."""
+    if isinstance(got, enum.Enum):
+        got = got.value
+    if isinstance(value, dict):
+        return isinstance(got, dict) and all(k in got and matches(got[k], v) for k, v in value.items())
+    if isinstance(value, list):
+        return isinstance(got, list) and len(got) == len(value) and all(map(matches, got, value))
+    return got == value
 
 
 def test_slurm_ddp_devices_follow_the_launcher():
