@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import lightning as L
 import pytest
@@ -72,9 +73,13 @@ def test_diverging_smoke_run_exits_non_zero_naming_the_step(tmp_path):
     assert "optimizer.lr=1000000.0" in error[0] and "Traceback" not in result.stderr
     assert json.loads((run_dir / "job_status.json").read_text())["status"] == "failed"
     assert not (run_dir / "metrics.json").exists()
-    for ckpt in run_dir.rglob("*.ckpt"):  # the checkpoints of the epochs before divergence, if any
-        weights = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-        assert all(t.isfinite().all() for t in weights.values() if t.is_floating_point()), ckpt
+    step = int(re.search(r"at step (\d+)", error[0]).group(1))  # steps are counted from 0
+    saved = sorted(run_dir.rglob("*.ckpt"))
+    assert bool(saved) == (step >= 1)  # one batch per epoch: every step before it ended a saved epoch
+    for ckpt in saved:  # the checkpoints of the epochs before divergence: finite, none of a later step
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        assert state["global_step"] <= step, ckpt
+        assert all(t.isfinite().all() for t in state["state_dict"].values() if t.is_floating_point()), ckpt
 
 
 @pytest.mark.slow
