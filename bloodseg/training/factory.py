@@ -88,7 +88,10 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, with_loggers: bool) -> list[
             )
         )
     if c.progress_bar == "rich":
-        callbacks += [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]
+        callbacks += [
+            progress_bar_on_stderr(),
+            RichModelSummary(max_depth=2),
+        ]
     elif c.progress_bar == "tqdm":
         callbacks.append(TQDMProgressBar())
     elif c.progress_bar != "none":
@@ -149,6 +152,12 @@ def quiet_lightning() -> None:
         category=FutureWarning,
         module=r"lightning\.pytorch\.utilities\._pytree",
     )
+
+
+def progress_bar_on_stderr() -> RichProgressBar:
+    """Lightning's rich progress bar, drawn on stderr with the logs: stdout carries only results
+    (tables, JSON lines), as every command promises."""
+    return RichProgressBar(leave=True, console_kwargs={"stderr": True})
 
 
 def build_trainer(

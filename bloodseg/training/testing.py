@@ -25,7 +25,7 @@ from bloodseg.metrics.suite import SegmentationMetrics
 from bloodseg.metrics.tables import paper_tables
 from bloodseg.training.callbacks import EvaluationArtifacts
 from bloodseg.training.checkpoints import check_checkpoint_classes, load_module
-from bloodseg.training.factory import build_trainer
+from bloodseg.training.factory import build_trainer, progress_bar_on_stderr
 
 log = logging.getLogger("bloodseg.evaluate")
 
@@ -85,9 +85,11 @@ def evaluate_checkpoint(cfg: DictConfig, output_dir: Path | None = None) -> dict
         test_time_augmentation=str(cfg.evaluation.tta),
     )
     run_cfg = OmegaConf.create(
-        {"trainer": OmegaConf.to_container(cfg.trainer), "callbacks": {"progress_bar": "tqdm"}}
+        {"trainer": OmegaConf.to_container(cfg.trainer), "callbacks": {"progress_bar": "rich"}}
     )
-    trainer = build_trainer(run_cfg, out_dir, loggers=[], callbacks=[artifacts], logger=False)
+    trainer = build_trainer(
+        run_cfg, out_dir, loggers=[], callbacks=[artifacts, progress_bar_on_stderr()], logger=False
+    )
     trainer.test(module, datamodule=datamodule, verbose=False)
     log.info("evaluation of %s written to %s", ckpt_path, out_dir)
     return artifacts.metrics

@@ -360,3 +360,17 @@ def test_checkpoint_evaluation_with_test_time_augmentation(smoke_run, tmp_path):
         "expected one of [none, flip, dihedral]" in wrong.stderr
         and "full_key: evaluation.tta" in wrong.stderr
     )
+
+
+@pytest.mark.slow
+def test_evaluate_prints_only_its_tables_on_stdout(smoke_run, tmp_path):
+    """Logs and the progress bar go to stderr: a script reading stdout gets the tables alone."""
+    run_dir, _ = smoke_run
+    result = run_cli(
+        "bloodseg.evaluate", f"ckpt_path={run_dir / 'checkpoints/last.ckpt'}", f"output_dir={tmp_path}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        result.stdout.startswith("Table 1. Semantic segmentation metrics") and "Testing" not in result.stdout
+    )
+    assert "Testing" in result.stderr  # the progress bar is still shown
