@@ -20,11 +20,11 @@ UNUSED_HYDRA_KEYS = ("hydra.run", "hydra.sweep", "hydra.output_subdir", "hydra.j
 
 
 @contextlib.contextmanager
-def exit_2_on_user_error(log: logging.Logger, stopped: str = "nothing more was written") -> Iterator[None]:
+def exit_2_on_user_error(log: logging.Logger) -> Iterator[None]:
     """In an entry point: a BloodsegError raised inside the block is logged as one line on ``log``
     and ends the process with exit status 2 (or the error's ``exit_code``), without a traceback. Ctrl-C or SIGTERM (which the block
-    turns into an exception) is logged as one line ending with ``stopped`` (what was kept) and ends the
-    process with 128 + the signal's number (130, 143)."""
+    turns into an exception) is logged as one line and ends the process with 128 + the signal's number
+    (130, 143); the tools write their results last, so a stopped one leaves none that look complete."""
     try:
         with termination_raises():
             yield
@@ -35,7 +35,7 @@ def exit_2_on_user_error(log: logging.Logger, stopped: str = "nothing more was w
         status = exit_status_of(error)
         if status is None:
             raise
-        log.error("interrupted (%s): %s", stopped_by(error), stopped)
+        log.error("interrupted (%s): nothing more was written", stopped_by(error))
         raise SystemExit(status) from None
 
 

@@ -6,7 +6,6 @@ reports list failed jobs instead of dropping them.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from pathlib import Path
@@ -36,15 +35,6 @@ def write_job_status(
         write_json_atomically(output_dir / "job_status.json", record)
     except OSError as write_error:  # e.g. a full disk: the reason the run stopped is reported anyway
         log.warning("job_status.json (%s) could not be written in %s: %s", status, output_dir, write_error)
-
-
-def read_job_status(output_dir: Path) -> dict[str, Any]:
-    """The job_status.json of output_dir as a dict; {} when there is none or it cannot be read."""
-    try:
-        record = json.loads((Path(output_dir) / "job_status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def mark_unfinished_jobs(sweep_dir: Path, stopped_by: str) -> list[Path]:
